@@ -1,0 +1,94 @@
+"""Composition root: builds the catalog, store and registry from the config and routes /api/v1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+
+import falcon
+import falcon.media
+
+from . import __version__, resources
+from .catalog import LocalCatalog
+from .config import Config
+from .errors import MISError
+from .openapi import add_docs_routes
+from .registry import Registry
+from .store import LocalStore
+from .warmup import Warmup
+
+log = logging.getLogger(__name__)
+
+
+def build_registry(config: Config) -> Registry:
+    return Registry(
+        LocalCatalog(config.catalog_dir),
+        LocalStore(config.store_dir, config.max_artifact_bytes),
+        env=config.env,
+        metadata_ttl_s=config.metadata_ttl_s,
+        max_upload_bytes=config.max_upload_bytes,
+    )
+
+
+def create_app(config: Config, registry: Registry | None = None, warmup: Warmup | None = None) -> falcon.App:
+    registry = registry or build_registry(config)
+    warmup = warmup or Warmup(registry, config.preload).start()
+
+    app = falcon.App()
+    app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
+    json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, default=_to_json))
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+
+    api = "/api/v1"
+    app.add_route(f"{api}/listmodels", resources.ListModels(registry))
+    app.add_route(f"{api}/getmodelinfo/{{model_id}}", resources.ModelDetails(registry))
+    app.add_route(f"{api}/loadmodel/{{model_id}}", resources.LoadModel(registry))
+    app.add_route(f"{api}/uploadmodel", resources.UploadModel(registry, config))
+    app.add_route(f"{api}/removemodel/{{model_id}}", resources.RemoveModel(registry))
+    app.add_route(f"{api}/score", resources.Score(registry, config))
+    app.add_route(f"{api}/serverinfo", resources.ServerInfo(registry, config))
+    app.add_route(f"{api}/healthcheck", resources.Health())
+    app.add_route(f"{api}/health/live", resources.Liveness())
+    app.add_route(f"{api}/health/ready", resources.Readiness(warmup))
+    add_docs_routes(app, __version__)
+
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(MISError, _mis_error)
+    return app
+
+
+def get_app() -> falcon.App:
+    """gunicorn's entry point (`server.app:get_app()`): configuration from MIS_* variables."""
+    config = Config.from_env()
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    return create_app(config)
+
+
+def _mis_error(req, resp, exc: MISError, params):
+    resp.status = exc.status
+    resp.media = exc.to_dict()
+
+
+def _http_error(req, resp, exc: falcon.HTTPError, params):
+    """Falcon's own errors (unknown route, bad query parameter, malformed form) in our error shape."""
+    reason = falcon.code_to_http_status(exc.status).split(" ", 1)[1]
+    resp.status = exc.status
+    resp.media = {"error": exc.description or f"{reason}: {req.method} {req.path}",
+                  "code": reason.lower().replace(" ", "_").replace("-", "_")}
+    for name, value in (exc.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _unexpected(req, resp, exc: Exception, params):
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"error": "internal server error; the server log has the details", "code": "internal_error"}
+
+
+def _to_json(value):
+    """numpy arrays and scalars in predictions become plain JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

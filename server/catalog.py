@@ -1,0 +1,142 @@
+"""Where model metadata and artifacts come from.
+
+A catalog answers "which models exist, what do we know about them, and give me the artifact".
+`LocalCatalog` is the embedded default: one directory per model holding `metadata.json` and the
+artifact (an OCI Data Science zip, or a native model file). Other catalogs (OCI Data Science)
+implement the same three methods.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Protocol
+
+from .errors import InvalidModelId, InvalidPage, ModelNotFound
+
+# Letters, digits, '.', '_' and '-' (OCI OCIDs fit); never '..', so an id is always one safe path part.
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+METADATA_FILE = "metadata.json"
+
+
+def validate_model_id(model_id: str) -> str:
+    if not isinstance(model_id, str) or not _MODEL_ID.match(model_id) or ".." in model_id:
+        raise InvalidModelId(
+            "model id must be 1-255 letters, digits, '.', '_' or '-', start with a letter or digit "
+            "and not contain '..'",
+            model_id=str(model_id)[:300],
+        )
+    return model_id
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Catalog metadata of one model, shaped like an OCI Data Science model."""
+
+    id: str
+    name: str
+    version: str = "1"
+    framework: str = "other"
+    lifecycle_state: str = "ACTIVE"
+    compartment_id: str | None = None
+    project_id: str | None = None
+    time_created: str | None = None
+    description: str = ""
+    taxonomy_metadata: list[dict] = field(default_factory=list)
+    custom_metadata: list[dict] = field(default_factory=list)
+    input_schema: dict | None = None
+    output_schema: dict | None = None
+    artifact: str = "artifact.zip"
+    source: str = "catalog"
+
+    @property
+    def env(self) -> str | None:
+        """The `env` custom metadata that gates serving; None when the model has none."""
+        for item in self.custom_metadata:
+            if item.get("key") == "env":
+                return item.get("value")
+        return None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelInfo":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def matches(self, compartment_id: str | None, project_id: str | None) -> bool:
+        return (compartment_id is None or self.compartment_id == compartment_id) and (
+            project_id is None or self.project_id == project_id
+        )
+
+
+class Catalog(Protocol):
+    kind: str
+
+    def list(
+        self, compartment_id: str | None, project_id: str | None, limit: int, page: str | None
+    ) -> tuple[list[ModelInfo], str | None]:
+        """One page of models and the token of the next page (None on the last)."""
+
+    def get(self, model_id: str) -> ModelInfo: ...
+
+    def artifact(self, model_id: str) -> Path:
+        """A local file holding the model's artifact (downloaded first where the catalog is remote)."""
+
+
+def read_entry(directory: Path, source: str) -> ModelInfo | None:
+    """Read one `<id>/metadata.json` entry; None when it is absent or unreadable."""
+    try:
+        data = json.loads((directory / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("id") != directory.name:
+        return None
+    return ModelInfo.from_dict({**data, "source": source})
+
+
+def write_entry(directory: Path, info: ModelInfo) -> None:
+    data = {k: v for k, v in info.to_dict().items() if k != "source"}
+    (directory / METADATA_FILE).write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+class LocalCatalog:
+    """A directory of `<model id>/metadata.json` + artifact entries; the embedded default."""
+
+    kind = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _entries(self) -> list[ModelInfo]:
+        if not self.root.is_dir():
+            return []
+        found = (read_entry(d, "catalog") for d in sorted(self.root.iterdir()) if _MODEL_ID.match(d.name))
+        return [info for info in found if info is not None]
+
+    def list(self, compartment_id, project_id, limit, page):
+        try:
+            start = int(page or 0)
+            if start < 0:
+                raise ValueError
+        except ValueError:
+            raise InvalidPage("page is not a token returned by a previous listing") from None
+        models = [m for m in self._entries() if m.matches(compartment_id, project_id)]
+        chunk = models[start : start + limit]
+        return chunk, (str(start + limit) if start + limit < len(models) else None)
+
+    def get(self, model_id: str) -> ModelInfo:
+        info = read_entry(self.root / validate_model_id(model_id), "catalog")
+        if info is None:
+            raise ModelNotFound(f"model {model_id!r} is not in the catalog", model_id=model_id)
+        return info
+
+    def artifact(self, model_id: str) -> Path:
+        path = self.root / model_id / self.get(model_id).artifact
+        if path.parent != self.root / model_id or not path.is_file():
+            raise ModelNotFound(f"model {model_id!r} has no artifact in the catalog", model_id=model_id)
+        return path
+

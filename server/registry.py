@@ -1,0 +1,291 @@
+"""The protocol-free core: which models exist, which are loaded in this worker, and scoring.
+
+All workers (and, with a shared store, all replicas) share one model state: the set of loaded ids
+in the store. Each public call first reconciles this worker with it (one stat() when nothing
+changed), so a load, upload or removal answered by one worker is seen by every worker on its
+next request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable
+
+from .catalog import Catalog, ModelInfo, validate_model_id
+from .errors import (
+    EnvMismatch,
+    InvalidPage,
+    MISError,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotLoaded,
+    ModelPredictFailed,
+)
+from .runtimes import Runtime, open_runtime
+from .store import LocalStore
+
+log = logging.getLogger(__name__)
+
+# What an unpacked ADS artifact's model file says about its framework.
+_FRAMEWORK_FILES = {"model.joblib": "scikit-learn", "model.pkl": "scikit-learn", "model.json": "xgboost",
+                    "model.ubj": "xgboost", "model.txt": "lightgbm"}
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    runtime: Runtime
+    loaded_at: float = field(default_factory=time.time)
+    checked_at: float = field(default_factory=time.monotonic)
+    requests: int = 0
+    errors: int = 0
+    predict_seconds: float = 0.0
+
+    def stats(self) -> dict:
+        return {
+            "model_id": self.info.id,
+            "name": self.info.name,
+            "version": self.info.version,
+            "framework": self.info.framework,
+            "env": self.info.env,
+            "requests": self.requests,
+            "errors": self.errors,
+            "mean_predict_ms": round(1000 * self.predict_seconds / self.requests, 3) if self.requests else None,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model_id: str
+    model_version: str
+    prediction: Any
+    predict_ms: float
+
+
+class Registry:
+    def __init__(self, catalog: Catalog, store: LocalStore, *, env: str | None, metadata_ttl_s: float,
+                 max_upload_bytes: int):
+        self.catalog = catalog
+        self.store = store
+        self.env = env
+        self.metadata_ttl_s = metadata_ttl_s
+        self.max_upload_bytes = max_upload_bytes
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.RLock()
+        self._signature: object = object()  # never equal to a real signature: first call reconciles
+
+    # -- shared state ----------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Load what another worker loaded, drop what another worker removed."""
+        signature = self.store.state_signature()
+        if signature == self._signature:
+            return
+        with self._lock:
+            wanted = self.store.loaded_ids()
+            for model_id in set(self._models) - wanted:
+                self._models.pop(model_id).runtime.close()
+            for model_id in sorted(wanted - set(self._models)):
+                try:
+                    self._models[model_id] = self._open(self.describe(model_id))
+                except MISError as exc:
+                    log.error("model %s is loaded elsewhere but failed here: %s", model_id, exc.message)
+            self._signature = signature
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def describe(self, model_id: str) -> ModelInfo:
+        validate_model_id(model_id)
+        return self.store.get_upload(model_id) or self.catalog.get(model_id)
+
+    def is_loaded(self, model_id: str) -> bool:
+        self.sync()
+        return model_id in self._models
+
+    def list_models(self, compartment_id: str | None, project_id: str | None, limit: int,
+                    page: str | None) -> tuple[list[ModelInfo], str | None]:
+        """Uploaded models first, then the catalog's, behind one opaque page token."""
+        source, token = _decode_page(page)
+        models: list[ModelInfo] = []
+        if source == "upload":
+            uploads = [m for m in self.store.list_uploads() if m.matches(compartment_id, project_id)]
+            start = int(token or 0)
+            models = uploads[start : start + limit]
+            if start + limit < len(uploads):
+                return models, _encode_page("upload", str(start + limit))
+            source, token = "catalog", None
+        if len(models) == limit:
+            return models, _encode_page("catalog", None)
+        page_models, next_token = self.catalog.list(compartment_id, project_id, limit - len(models), token)
+        return models + page_models, (_encode_page("catalog", next_token) if next_token else None)
+
+    def all_catalog_ids(self) -> Iterable[str]:
+        page = None
+        while True:
+            models, page = self.catalog.list(None, None, 1000, page)
+            yield from (m.id for m in models)
+            if page is None:
+                return
+
+    # -- load / upload / remove ------------------------------------------------------------
+
+    def load(self, model_id: str) -> tuple[str, float]:
+        """Load a catalog model everywhere; idempotent. Returns the status and the load time."""
+        self.sync()
+        with self._lock:
+            if model_id in self._models:
+                self.store.mark_loaded(model_id)
+                return "already_loaded", 0.0
+            started = time.perf_counter()
+            loaded = self._open(self.describe(model_id))
+            self.store.mark_loaded(model_id)
+            self._models[model_id] = loaded
+            return "loaded", 1000 * (time.perf_counter() - started)
+
+    def receive(self, stream: BinaryIO) -> Path:
+        """Stage an incoming artifact (the caller deletes the file once `upload` is done with it)."""
+        return self.store.receive(stream, self.max_upload_bytes)
+
+    def upload(self, staged: Path, name: str, version: str, env: str | None) -> ModelInfo:
+        """Store and load a staged artifact; on any failure nothing stays in the store."""
+        model_id = f"upload-{uuid.uuid4().hex}"
+        try:
+            unpacked = self.store.unpack(model_id, staged)
+            info = ModelInfo(
+                id=model_id,
+                name=name,
+                version=version,
+                framework=_framework_of(unpacked),
+                time_created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                custom_metadata=[{"key": "env", "value": env, "category": "Other"}] if env else [],
+                input_schema=_read_json(unpacked / "input_schema.json"),
+                output_schema=_read_json(unpacked / "output_schema.json"),
+                source="upload",
+            )
+            loaded = self._open(info)
+            self.store.save_upload(info, staged)
+        except BaseException:
+            self.store.discard_unpacked(model_id)
+            raise
+        with self._lock:
+            self.store.mark_loaded(model_id)
+            self._models[model_id] = loaded
+        return info
+
+    def remove(self, model_id: str) -> None:
+        """Unload everywhere; an uploaded model is deleted too (the catalog's copy stays)."""
+        validate_model_id(model_id)
+        self.sync()
+        with self._lock:
+            upload = self.store.get_upload(model_id)
+            if model_id not in self._models and upload is None and model_id not in self.store.loaded_ids():
+                raise ModelNotLoaded(f"model {model_id!r} is neither loaded nor uploaded", model_id=model_id)
+            self.store.mark_removed(model_id)
+            if model_id in self._models:
+                self._models.pop(model_id).runtime.close()
+            if upload is not None:
+                self.store.delete_upload(model_id)
+            self.store.discard_unpacked(model_id)
+
+    def _open(self, info: ModelInfo) -> LoadedModel:
+        try:
+            runtime = open_runtime(info.id, self._local_artifact(info))
+        except MISError:
+            raise
+        except Exception as exc:  # score.py / model files are foreign code: any failure is the model's
+            log.exception("model %s failed to load", info.id)
+            raise ModelLoadFailed(f"model {info.id!r} failed to load: {_describe(exc)}", model_id=info.id) from None
+        return LoadedModel(info=info, runtime=runtime)
+
+    def _local_artifact(self, info: ModelInfo) -> Path:
+        artifact = self.store.upload_artifact(info.id) if info.source == "upload" else self.catalog.artifact(info.id)
+        return self.store.unpack(info.id, artifact) if artifact.suffix == ".zip" else artifact
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def score(self, model_id: str, payload: Any) -> Prediction:
+        self.sync()
+        loaded = self._models.get(model_id)
+        if loaded is None:
+            self.describe(model_id)  # unknown model: 404 model_not_found
+            raise ModelNotLoaded(
+                f"model {model_id!r} is not loaded; POST /api/v1/loadmodel/{model_id} first", model_id=model_id
+            )
+        self._check_env(loaded)
+        started = time.perf_counter()
+        try:
+            prediction = loaded.runtime.predict(payload)
+        except MISError:
+            loaded.errors += 1
+            raise
+        except Exception as exc:
+            loaded.errors += 1
+            raise ModelPredictFailed(
+                f"model {model_id!r} failed to score the input: {_describe(exc)}", model_id=model_id
+            ) from None
+        elapsed = time.perf_counter() - started
+        loaded.requests += 1
+        loaded.predict_seconds += elapsed
+        return Prediction(model_id, loaded.info.version, prediction, 1000 * elapsed)
+
+    def _check_env(self, loaded: LoadedModel) -> None:
+        if self.env is None:
+            return
+        if time.monotonic() - loaded.checked_at >= self.metadata_ttl_s:
+            try:
+                loaded.info = self.describe(loaded.info.id)
+            except MISError:
+                log.warning("metadata of %s could not be refreshed; keeping what was known", loaded.info.id)
+            loaded.checked_at = time.monotonic()
+        if loaded.info.env != self.env:
+            raise EnvMismatch(
+                f"model {loaded.info.id!r} is for env {loaded.info.env!r}; this server's env is {self.env!r}",
+                model_id=loaded.info.id,
+                server_env=self.env,
+                model_env=loaded.info.env,
+            )
+
+    def loaded_stats(self) -> list[dict]:
+        self.sync()
+        return [m.stats() for m in self._models.values()]
+
+
+def _framework_of(unpacked: Path) -> str:
+    return next((fw for name, fw in _FRAMEWORK_FILES.items() if (unpacked / name).is_file()), "other")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _encode_page(source: str, token: str | None) -> str:
+    return base64.urlsafe_b64encode(json.dumps([source, token]).encode()).decode()
+
+
+def _decode_page(page: str | None) -> tuple[str, str | None]:
+    if not page:
+        return "upload", None
+    try:
+        source, token = json.loads(base64.urlsafe_b64decode(page.encode()))
+        if source not in ("upload", "catalog") or not (token is None or isinstance(token, str)):
+            raise ValueError
+        if source == "upload" and int(token or 0) < 0:
+            raise ValueError
+        return source, token
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidPage("page is not a token returned by a previous listing") from None

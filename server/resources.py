@@ -1,0 +1,186 @@
+"""REST responders for /api/v1: parse the request, call the core, serialize the answer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+import falcon
+
+from . import __version__
+from .config import Config
+from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .registry import Registry
+from .warmup import Warmup
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def summary(registry: Registry, info) -> dict:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "version": info.version,
+        "framework": info.framework,
+        "lifecycle_state": info.lifecycle_state,
+        "env": info.env,
+        "loaded": registry.is_loaded(info.id),
+        "source": info.source,
+    }
+
+
+def check_length(req: falcon.Request, limit: int, what: str) -> None:
+    if req.content_length is not None and req.content_length > limit:
+        raise PayloadTooLarge(f"{what} of {req.content_length} bytes is over the limit of {limit} bytes", limit=limit)
+
+
+def read_json(req: falcon.Request, limit: int):
+    """The request body as JSON, read no further than `limit` bytes."""
+    content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
+    if content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(f"the body must be application/json, not {content_type!r}")
+    check_length(req, limit, "the body")
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+class ListModels:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_get(self, req, resp):
+        models, next_page = self.registry.list_models(
+            req.get_param("compartment_id"),
+            req.get_param("project_id"),
+            req.get_param_as_int("no_of_models", min_value=1, max_value=1000, default=400),
+            req.get_param("page"),
+        )
+        if next_page:
+            resp.set_header("opc-next-page", next_page)
+        resp.media = {"models": [summary(self.registry, m) for m in models], "count": len(models),
+                      "next_page": next_page}
+
+
+class ModelDetails:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_get(self, req, resp, model_id):
+        info = self.registry.describe(model_id)
+        resp.media = {**info.to_dict(), **summary(self.registry, info)}
+        resp.media.pop("artifact")
+
+
+class LoadModel:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_post(self, req, resp, model_id):
+        status, load_ms = self.registry.load(model_id)
+        resp.media = {"model_id": model_id, "status": status, "load_ms": round(load_ms, 3)}
+
+
+class UploadModel:
+    def __init__(self, registry: Registry, config: Config):
+        self.registry = registry
+        self.limit = config.max_upload_bytes
+
+    def on_post(self, req, resp):
+        check_length(req, self.limit, "the upload")
+        if req.content_type is None or not req.content_type.lower().startswith("multipart/form-data"):
+            raise UnsupportedMediaType("upload a multipart/form-data form with fields file, model_name, env, version")
+        fields: dict[str, str] = {}
+        with contextlib.ExitStack() as cleanup:
+            artifact = None
+            for part in req.get_media():
+                if part.name == "file" and artifact is None:
+                    artifact = self.registry.receive(part.stream)
+                    cleanup.callback(artifact.unlink, missing_ok=True)
+                elif part.name in ("model_name", "env", "version"):
+                    fields[part.name] = part.get_text().strip()
+            if artifact is None:
+                raise BadRequest("the form has no `file` field with the artifact zip")
+            if not fields.get("model_name"):
+                raise BadRequest("the form has no `model_name` field")
+            info = self.registry.upload(artifact, fields["model_name"], fields.get("version") or "1",
+                                        fields.get("env") or None)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/api/v1/getmodelinfo/{info.id}"
+        resp.media = {"model_id": info.id, "model_name": info.name, "version": info.version, "env": info.env,
+                      "status": "loaded"}
+
+
+class RemoveModel:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_delete(self, req, resp, model_id):
+        self.registry.remove(model_id)
+        resp.media = {"model_id": model_id, "status": "removed"}
+
+
+class Score:
+    def __init__(self, registry: Registry, config: Config):
+        self.registry = registry
+        self.limit = config.max_body_bytes
+
+    def on_post(self, req, resp):
+        started = time.perf_counter()
+        model_id = req.get_param("model_id", required=True)
+        result = self.registry.score(model_id, read_json(req, self.limit))
+        resp.media = {
+            "model_id": result.model_id,
+            "model_version": result.model_version,
+            "prediction": result.prediction,
+            "timing": {"predict_ms": round(result.predict_ms, 3),
+                       "total_ms": round(1000 * (time.perf_counter() - started), 3)},
+        }
+
+
+class ServerInfo:
+    def __init__(self, registry: Registry, config: Config):
+        self.registry = registry
+        self.config = config
+        self.started = time.monotonic()
+
+    def on_get(self, req, resp):
+        resp.media = {
+            "version": __version__,
+            "environment": self.config.env,
+            "env_gating": self.config.env is not None,
+            "worker_pid": os.getpid(),
+            "workers": self.config.workers,
+            "catalog": self.registry.catalog.kind,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "models": self.registry.loaded_stats(),
+        }
+
+
+class Health:
+    def on_get(self, req, resp):
+        resp.media = {"status": "ok"}
+
+
+class Liveness:
+    def on_get(self, req, resp):
+        resp.media = {"status": "alive"}
+
+
+class Readiness:
+    def __init__(self, warmup: Warmup):
+        self.warmup = warmup
+
+    def on_get(self, req, resp):
+        if self.warmup.ready:
+            resp.media = {"status": "ready"}
+            return
+        resp.status = falcon.HTTP_503
+        resp.media = {"status": "loading" if not self.warmup.done else "failed",
+                      "pending": sorted(self.warmup.pending), "failed": self.warmup.failed}
