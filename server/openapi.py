@@ -206,7 +206,13 @@ def _schemas() -> Schema:
     error = _object(
         {
             "error": _string("Human-readable message."),
-            "code": _string("Machine-readable code.", example="model_not_found"),
+            "code": _string(
+                "Machine-readable code, e.g. bad_request, invalid_model_id, invalid_page, "
+                "invalid_artifact, env_mismatch, model_not_found, model_not_loaded, "
+                "payload_too_large, unsupported_media_type, invalid_input, model_load_failed, "
+                "model_predict_failed, internal_error.",
+                example="model_not_found",
+            ),
         },
         additionalProperties=True,
         description="Every error body. Some errors add fields (see EnvMismatchError, ShapeError).",
@@ -277,7 +283,7 @@ def _error_responses() -> Schema:
             },
         ),
         "NotFound": response(
-            "Unknown model (or, for scoring, not loaded).",
+            "Unknown model (`model_not_found`) or, for scoring, not loaded (`model_not_loaded`).",
             "Error",
             {"error": "Model 'nope' not found", "code": "model_not_found"},
         ),
@@ -287,7 +293,7 @@ def _error_responses() -> Schema:
             {"error": "Request body exceeds 10485760 bytes", "code": "payload_too_large"},
         ),
         "UnsupportedMediaType": response(
-            "Body is not application/json.",
+            "Wrong Content-Type (score: application/json; upload: multipart/form-data).",
             "Error",
             {"error": "Content-Type must be application/json", "code": "unsupported_media_type"},
         ),
@@ -297,11 +303,12 @@ def _error_responses() -> Schema:
             {"error": "Model 'demo-iris-sklearn' failed to load: ...", "code": "model_load_failed"},
         ),
         "ScoreRejected": response(
-            "Wrong feature count / shape, or the model raised on the input.",
+            "Wrong feature count / shape (`invalid_input`, with `expected` / `received`), "
+            "or the model raised on the input (`model_predict_failed`).",
             "ShapeError",
             {
                 "error": "Model 'demo-iris-sklearn' expects 4 features, got 3",
-                "code": "bad_input_shape",
+                "code": "invalid_input",
                 "expected": 4,
                 "received": 3,
             },
@@ -449,6 +456,7 @@ def _paths() -> Schema:
                     ),
                     "400": _error("BadRequest"),
                     "413": _error("PayloadTooLarge"),
+                    "415": _error("UnsupportedMediaType"),
                     "422": _error("LoadFailed"),
                 },
             }
