@@ -21,16 +21,13 @@ file, ``input_schema.json`` / ``output_schema.json`` (when an ``X_sample`` / ``y
 given), ``.model-ignore`` and ``model_artifact_manifest.json`` (sha256 and size of every file;
 ``score.py`` checks the model file against it in ``load_model()``).
 
-=========== ===================== ============== ===============================================
-framework   ADS class             model file     what ``load_model()`` returns / predict calls
-=========== ===================== ============== ===============================================
-scikit-learn SklearnModel         model.joblib   the estimator; ``estimator.predict(X)``
-xgboost     XGBoostModel          model.json     an ``xgboost.Booster``;
-                                                 ``booster.predict(xgb.DMatrix(X))``
-lightgbm    LightGBMModel         model.joblib   the ``LGBM*`` sklearn wrapper;
-                                                 ``estimator.predict(X)`` (a raw ``lightgbm.Booster``
-                                                 would be written as model.txt instead)
-=========== ===================== ============== ===============================================
+What ADS writes per framework (ADS class -> model file -> what ``load_model()`` returns):
+
+* scikit-learn: ``SklearnModel`` -> ``model.joblib`` -> the estimator; ``estimator.predict(X)``.
+* xgboost: ``XGBoostModel`` -> ``model.json`` -> an ``xgboost.Booster``;
+  ``booster.predict(xgb.DMatrix(X))``.
+* lightgbm: ``LightGBMModel`` -> ``model.joblib`` -> the ``LGBM*`` sklearn wrapper;
+  ``estimator.predict(X)`` (a raw ``lightgbm.Booster`` would be written as ``model.txt``).
 
 ADS's generated ``score.py`` (same shape for all three frameworks):
 
@@ -41,15 +38,19 @@ ADS's generated ``score.py`` (same shape for all three frameworks):
 * ``predict(data, model=loaded)`` accepts as ``data`` (the parsed request JSON):
 
   - a list of rows (``[[f1, f2, ...], ...]``): passed as-is to the model (positional
-    features). This is the shape the demo models are trained for (numpy, no feature names);
+    features). This is the shape the demo models are trained for (numpy, no feature names).
+    A single flat row (``[f1, f2, ...]``) is NOT accepted (the model raises ValueError: wrap it);
   - ``{"data": <rows>}`` (any dict with a ``"data"`` key and no recognised ``data_type``):
     unwrapped, then as above;
   - a dict of columns ``{"col": [v, ...], ...}`` (or ``{"data": {...}}``): turned into a
-    ``pandas.DataFrame`` (column order = dict order);
-  - ``{"data": "<DataFrame.to_json()>", "data_type": "<class 'pandas.core.frame.DataFrame'>"}``
-    (what ADS's own client sends; a bare JSON string also goes through ``pd.read_json``),
-    ``{"data": [...], "data_type": "...pandas.core.series.Series..."}``, or
-    ``{"data": "<base64 of np.save>", "data_type": "<class 'numpy.ndarray'>"}``.
+    ``pandas.DataFrame`` (column order = dict order; scikit-learn warns "X has feature names"
+    for models fitted on arrays);
+  - ADS's own client format ``{"data": "<DataFrame.to_json()>", "data_type": "<class
+    'pandas.core.frame.DataFrame'>"}`` (a bare JSON string also goes through ``pd.read_json``
+    with dtypes from input_schema.json; pandas 2.x emits a FutureWarning for literal JSON and
+    ``score.py`` leaks a ResourceWarning for the schema file), ``{"data": [...], "data_type":
+    "...pandas.core.series.Series..."}``, or ``{"data": "<base64 of np.save>", "data_type":
+    "<class 'numpy.ndarray'>"}`` (``allow_pickle=False``).
 
 * It returns ``{"prediction": <list>}`` (``ndarray.tolist()``):
 
@@ -61,7 +62,10 @@ ADS's generated ``score.py`` (same shape for all three frameworks):
 
 * Imports at predict time: only numpy, pandas, joblib (sklearn / LightGBM) and the framework
   (``xgboost`` is imported at the top of the XGBoost score.py, ``lightgbm`` at the top of the
-  LightGBM one). Nothing from ``ads`` or ``oci`` is needed to serve.
+  LightGBM one). Nothing from ``ads`` or ``oci`` is needed to serve. Because ``load_model`` is
+  ``lru_cache``-d, the server's explicit ``load_model()`` returns the object the import-time
+  default already loaded (one copy in memory). Each ``load_model`` puts its artifact folder at
+  ``sys.path[0]``.
 
 This module imports oracle-ads (and the ML frameworks) lazily, inside functions: the server
 image need not have ``ads`` installed unless the demo catalog has to be built.
@@ -130,6 +134,14 @@ def detect_framework(estimator: Any) -> str:
 
 
 def _ads_model_class(framework: str) -> type:
+    try:
+        import ads  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            "oracle-ads is needed to build model artifacts: install the `demo` extra"
+            " (pip install 'model-inference-server[demo]')",
+            name="ads",
+        ) from exc
     if framework == FRAMEWORK_SKLEARN:
         from ads.model.framework.sklearn_model import SklearnModel
 
@@ -204,10 +216,12 @@ def _throwaway_ads_auth() -> Iterator[None]:
 def _captured_output() -> Iterator[io.StringIO]:
     """Swallow ADS's tqdm progress bars and prints (kept for debug logging)."""
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        yield buffer
-    if buffer.getvalue().strip():
-        log.debug("oracle-ads output:\n%s", buffer.getvalue())
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield buffer
+    finally:
+        if buffer.getvalue().strip():
+            log.debug("oracle-ads output:\n%s", buffer.getvalue())
 
 
 def _jsonable(value: Any) -> Any:

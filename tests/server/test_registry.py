@@ -1,0 +1,146 @@
+"""The core without HTTP. Two Registry objects on one data dir stand for two gunicorn workers."""
+
+import json
+
+import pytest
+
+from server.app import build_registry
+from server.errors import (
+    EnvMismatch,
+    InvalidArtifact,
+    InvalidPage,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotLoaded,
+    ModelPredictFailed,
+)
+
+from .zips import SCORE_LOAD_FAILS, SCORE_PREDICT_FAILS, helper_artifact, score_artifact
+
+IRIS = "demo-sklearn-iris"
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture
+def workers(make_config):
+    config = make_config()
+    return build_registry(config), build_registry(config)
+
+
+def test_load_is_idempotent_and_seen_by_the_other_worker(workers):
+    first, second = workers
+    assert first.load(IRIS)[0] == "loaded"
+    assert first.load(IRIS) == ("already_loaded", 0.0)
+    assert second.is_loaded(IRIS)
+    assert second.score(IRIS, [SETOSA]).prediction == [0]
+
+
+def test_removal_is_seen_by_the_other_worker(workers):
+    first, second = workers
+    first.load(IRIS)
+    second.score(IRIS, [SETOSA])
+    second.remove(IRIS)
+    with pytest.raises(ModelNotLoaded):
+        first.score(IRIS, [SETOSA])
+    assert first.describe(IRIS).id == IRIS  # the catalog keeps it
+    with pytest.raises(ModelNotLoaded):
+        first.remove(IRIS)
+
+
+def test_upload_is_seen_by_the_other_worker_and_removal_deletes_it(workers, tmp_path):
+    first, second = workers
+    staged = first.receive(helper_artifact(tmp_path / "a.zip", 5).open("rb"))
+    info = first.upload(staged, "five", "2", "dev")
+    assert (info.name, info.version, info.env, info.source) == ("five", "2", "dev", "upload")
+    assert second.score(info.id, [[0]]).prediction == [5]
+    assert [m.id for m in second.list_models(None, None, 10, None)[0]][0] == info.id
+    second.remove(info.id)
+    with pytest.raises(ModelNotFound):
+        first.score(info.id, [[0]])
+    assert list(first.store.uploads.iterdir()) == [] and list(first.store.artifacts.iterdir()) == []
+
+
+@pytest.mark.parametrize("score_py, error", [(SCORE_LOAD_FAILS, ModelLoadFailed)])
+def test_upload_whose_model_fails_to_load_leaves_nothing(workers, tmp_path, score_py, error):
+    first, second = workers
+    staged = first.receive(score_artifact(tmp_path / "a.zip", score_py).open("rb"))
+    with pytest.raises(error, match="the model file is corrupt") as caught:
+        first.upload(staged, "broken", "1", None)
+    assert caught.value.details["model_id"].startswith("upload-")
+    assert list(first.store.uploads.iterdir()) == [] and list(first.store.artifacts.iterdir()) == []
+    assert first.store.loaded_ids() == frozenset()
+
+
+def test_a_model_that_raises_is_named_and_the_others_keep_serving(workers, tmp_path):
+    first, _ = workers
+    first.load(IRIS)
+    info = first.upload(first.receive(score_artifact(tmp_path / "a.zip", SCORE_PREDICT_FAILS).open("rb")), "x", "1", None)
+    with pytest.raises(ModelPredictFailed, match=f"model '{info.id}' failed to score the input: ZeroDivisionError"):
+        first.score(info.id, [[1]])
+    assert first.score(IRIS, [SETOSA]).prediction == [0]
+    stats = {s["model_id"]: s for s in first.loaded_stats()}
+    assert stats[info.id]["errors"] == 1 and stats[IRIS]["requests"] == 1
+
+
+def test_invalid_artifact_upload_changes_nothing(workers, tmp_path):
+    first, _ = workers
+    (tmp_path / "x.zip").write_bytes(b"not a zip")
+    with pytest.raises(InvalidArtifact):
+        first.upload(first.receive((tmp_path / "x.zip").open("rb")), "x", "1", None)
+    assert list(first.store.uploads.iterdir()) == [] and list(first.store.artifacts.iterdir()) == []
+
+
+def test_unknown_models(workers):
+    first, _ = workers
+    with pytest.raises(ModelNotFound):
+        first.load("no-such-model")
+    with pytest.raises(ModelNotFound):
+        first.score("no-such-model", [[1]])
+    with pytest.raises(ModelNotLoaded):
+        first.score(IRIS, [SETOSA])  # in the catalog, not loaded
+
+
+def test_env_gating_and_promotion_by_metadata_change(make_config, data_dir):
+    registry = build_registry(make_config(MIS_ENV="prod", MIS_METADATA_TTL_S="0"))
+    registry.load(IRIS)
+    with pytest.raises(EnvMismatch) as caught:
+        registry.score(IRIS, [SETOSA])
+    assert caught.value.status == 403
+    assert caught.value.details == {"model_id": IRIS, "server_env": "prod", "model_env": "dev"}
+    metadata_file = data_dir / "catalog" / IRIS / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["custom_metadata"] = [m if m["key"] != "env" else {**m, "value": "prod"} for m in metadata["custom_metadata"]]
+    metadata_file.write_text(json.dumps(metadata))
+    assert registry.score(IRIS, [SETOSA]).prediction == [0]  # promoted without a reload
+
+
+def test_env_metadata_is_trusted_for_the_configured_time(make_config, data_dir):
+    registry = build_registry(make_config(MIS_ENV="dev", MIS_METADATA_TTL_S="3600"))
+    registry.load(IRIS)
+    (data_dir / "catalog" / IRIS / "metadata.json").unlink()  # a catalog outage
+    assert registry.score(IRIS, [SETOSA]).prediction == [0]
+
+
+def test_no_gating_without_a_server_env(make_config, tmp_path):
+    registry = build_registry(make_config())
+    info = registry.upload(registry.receive(helper_artifact(tmp_path / "a.zip", 1).open("rb")), "x", "1", None)
+    assert info.env is None and registry.score(info.id, [[0]]).prediction == [1]
+
+
+def test_listing_pages_through_uploads_then_the_catalog(workers, tmp_path):
+    first, _ = workers
+    uploads = [first.upload(first.receive(helper_artifact(tmp_path / f"{i}.zip", i).open("rb")), f"u{i}", "1", None)
+               for i in range(3)]
+    seen, page = [], None
+    while True:
+        models, page = first.list_models(None, None, 2, page)
+        assert len(models) <= 2
+        seen += [m.id for m in models]
+        if page is None:
+            break
+    assert seen == sorted(u.id for u in uploads) + ["demo-lightgbm-wine", IRIS, "demo-xgboost-breast-cancer"]
+    assert [m.id for m in first.list_models("local", None, 10, None)[0]] == seen[3:]
+    assert first.list_models("other-compartment", None, 10, None) == ([], None)
+    for bad in ("garbage", "WyJ4Il0=", "WyJ1cGxvYWQiLCAiLTEiXQ=="):
+        with pytest.raises(InvalidPage):
+            first.list_models(None, None, 2, bad)

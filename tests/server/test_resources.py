@@ -1,0 +1,254 @@
+"""Every /api/v1 operation through Falcon's TestClient: success paths and each failure's 4xx JSON."""
+
+import io
+
+import pytest
+from falcon import testing
+
+from .zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
+
+IRIS = "demo-sklearn-iris"
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+def upload(client, archive, **fields):
+    """POST a multipart upload form; `file` may be given as bytes or a path."""
+    body, content_type = multipart({"model_name": "uploaded", **fields}, archive)
+    return client.simulate_post("/api/v1/uploadmodel/", body=body, headers={"Content-Type": content_type})
+
+
+def multipart(fields: dict, archive) -> tuple[bytes, str]:
+    boundary = "mis-test-boundary"
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    if archive is not None:
+        data = archive if isinstance(archive, bytes) else archive.read_bytes()
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.zip"\r\n'
+                  "Content-Type: application/zip\r\n\r\n".encode() + data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def assert_error(result, status: int, code: str):
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("application/json")
+    assert result.json["code"] == code and result.json["error"]
+    assert "Traceback" not in result.text
+    return result.json
+
+
+def store_listing(client_config_dir):
+    return sorted(str(p.relative_to(client_config_dir)) for p in client_config_dir.rglob("*"))
+
+
+# -- listing and metadata ------------------------------------------------------------------
+
+def test_listmodels(client):
+    body = client.simulate_get("/api/v1/listmodels/").json
+    assert body["count"] == 3 and body["next_page"] is None
+    assert {m["id"] for m in body["models"]} == {IRIS, "demo-xgboost-breast-cancer", "demo-lightgbm-wine"}
+    assert {m["framework"] for m in body["models"]} == {"scikit-learn", "xgboost", "lightgbm"}
+    assert all(m["env"] == "dev" and m["loaded"] is False for m in body["models"])
+
+
+def test_listmodels_pages_with_a_token(client):
+    first = client.simulate_get("/api/v1/listmodels/", params={"no_of_models": 2})
+    assert first.json["count"] == 2 and first.headers["opc-next-page"] == first.json["next_page"]
+    rest = client.simulate_get("/api/v1/listmodels/", params={"no_of_models": 2, "page": first.json["next_page"]})
+    assert rest.json["count"] == 1 and rest.json["next_page"] is None
+    filtered = client.simulate_get("/api/v1/listmodels/", params={"compartment_id": "local", "project_id": "local"})
+    assert filtered.json["count"] == 3
+    assert client.simulate_get("/api/v1/listmodels/", params={"compartment_id": "elsewhere"}).json["count"] == 0
+
+
+@pytest.mark.parametrize("params, code", [
+    ({"no_of_models": 0}, "bad_request"), ({"no_of_models": "many"}, "bad_request"),
+    ({"no_of_models": 5000}, "bad_request"), ({"page": "not-a-token"}, "invalid_page"),
+])
+def test_listmodels_rejects_bad_queries(client, params, code):
+    assert_error(client.simulate_get("/api/v1/listmodels/", params=params), 400, code)
+
+
+def test_getmodelinfo(client):
+    info = client.simulate_get(f"/api/v1/getmodelinfo/{IRIS}").json
+    assert (info["id"], info["framework"], info["lifecycle_state"], info["env"]) == (IRIS, "scikit-learn", "ACTIVE", "dev")
+    assert {"key": "env", "value": "dev", "category": "Other"} in info["custom_metadata"]
+    assert any(item["key"] == "Framework" for item in info["taxonomy_metadata"])
+    assert len(info["input_schema"]["schema"]) == 4 and info["output_schema"] is not None
+    assert "artifact" not in info
+
+
+def test_getmodelinfo_failures(client):
+    assert_error(client.simulate_get("/api/v1/getmodelinfo/missing-model"), 404, "model_not_found")
+    assert_error(client.simulate_get("/api/v1/getmodelinfo/bad..id"), 400, "invalid_model_id")
+    assert client.simulate_get("/api/v1/getmodelinfo/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
+
+
+# -- load, score, remove -------------------------------------------------------------------
+
+def test_load_score_remove(client):
+    loaded = client.simulate_post(f"/api/v1/loadmodel/{IRIS}")
+    assert loaded.status_code == 200 and loaded.json["status"] == "loaded" and loaded.json["load_ms"] > 0
+    assert client.simulate_post(f"/api/v1/loadmodel/{IRIS}").json["status"] == "already_loaded"
+    scored = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA, [6.7, 3.0, 5.2, 2.3]])
+    assert scored.status_code == 200
+    assert scored.json["prediction"] == [0, 2] and scored.json["model_version"] == "1"
+    assert 0 < scored.json["timing"]["predict_ms"] <= scored.json["timing"]["total_ms"]
+    assert client.simulate_delete(f"/api/v1/removemodel/{IRIS}").json == {"model_id": IRIS, "status": "removed"}
+    assert_error(client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]), 404, "model_not_loaded")
+    assert_error(client.simulate_delete(f"/api/v1/removemodel/{IRIS}"), 404, "model_not_loaded")
+
+
+def test_load_failures(client):
+    assert_error(client.simulate_post("/api/v1/loadmodel/missing-model"), 404, "model_not_found")
+    assert_error(client.simulate_post("/api/v1/loadmodel/.hidden"), 400, "invalid_model_id")
+    assert_error(client.simulate_get(f"/api/v1/loadmodel/{IRIS}"), 405, "method_not_allowed")
+
+
+@pytest.fixture
+def iris_client(client):
+    client.simulate_post(f"/api/v1/loadmodel/{IRIS}")
+    return client
+
+
+@pytest.mark.parametrize("kwargs, status, code", [
+    ({"body": "{not json"}, 400, "bad_request"),
+    ({"body": ""}, 400, "bad_request"),
+    ({"body": "[" * 100_000 + "]" * 100_000}, 400, "bad_request"),
+    ({"json": [[1, 2, 3]]}, 422, "invalid_input"),
+    ({"json": [[1, 2, 3, 4, 5]]}, 422, "invalid_input"),
+    ({"json": {"data": "rows"}}, 422, "model_predict_failed"),
+    ({"body": "[1,2,3,4]", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+])
+def test_score_rejects_bad_input(iris_client, kwargs, status, code):
+    result = iris_client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, **kwargs)
+    body = assert_error(result, status, code)
+    if code == "invalid_input":
+        assert body["expected"] == 4
+    assert iris_client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]).json["prediction"] == [0]
+
+
+def test_score_needs_a_model_id(iris_client):
+    assert_error(iris_client.simulate_post("/api/v1/score/", json=[SETOSA]), 400, "bad_request")
+    assert_error(iris_client.simulate_post("/api/v1/score/", params={"model_id": "nope"}, json=[SETOSA]), 404,
+                 "model_not_found")
+
+
+def test_score_body_over_the_limit_is_413(make_client):
+    client = make_client(MIS_MAX_BODY_BYTES="64")
+    client.simulate_post(f"/api/v1/loadmodel/{IRIS}")
+    assert_error(client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA] * 10), 413,
+                 "payload_too_large")
+    assert client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]).status_code == 200
+
+
+def test_env_gating_answers_403_naming_both_envs(make_client):
+    client = make_client(MIS_ENV="prod")
+    client.simulate_post(f"/api/v1/loadmodel/{IRIS}")
+    body = assert_error(client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]), 403,
+                        "env_mismatch")
+    assert (body["server_env"], body["model_env"]) == ("prod", "dev")
+    assert "'prod'" in body["error"] and "'dev'" in body["error"]
+    info = client.simulate_get("/api/v1/serverinfo/").json
+    assert info["environment"] == "prod" and info["env_gating"] is True
+
+
+# -- upload --------------------------------------------------------------------------------
+
+def test_upload_then_score(client, tmp_path):
+    result = upload(client, helper_artifact(tmp_path / "a.zip", 9), env="dev", version="3")
+    assert result.status_code == 201
+    model_id = result.json["model_id"]
+    assert result.json == {"model_id": model_id, "model_name": "uploaded", "version": "3", "env": "dev",
+                           "status": "loaded"}
+    assert result.headers["location"] == f"/api/v1/getmodelinfo/{model_id}"
+    assert client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=[[0]]).json["prediction"] == [9]
+    info = client.simulate_get(f"/api/v1/getmodelinfo/{model_id}").json
+    assert (info["source"], info["env"], info["loaded"]) == ("upload", "dev", True)
+
+
+@pytest.mark.parametrize("kind", ["not a zip", "no score.py", "no runtime.yaml", "nested score.py", "absolute path",
+                                  "parent path", "symlink", "zip bomb", "lying zip bomb"])
+def test_hostile_uploads_are_refused_and_store_nothing(make_client, make_config, tmp_path, kind):
+    client = make_client(MIS_MAX_ARTIFACT_BYTES=str(1024 * 1024))
+    store = make_config().store_dir
+    before = store_listing(store)
+    result = upload(client, hostile_zips(tmp_path / "zips")[kind])
+    assert result.status_code in (400, 413), result.text
+    assert result.json["code"] in ("invalid_artifact", "payload_too_large")
+    assert store_listing(store) == before
+    assert client.simulate_get("/api/v1/listmodels/").json["count"] == 3
+
+
+def test_upload_form_failures(make_client, make_config, tmp_path):
+    client = make_client(MIS_MAX_UPLOAD_BYTES="4096")
+    store = make_config().store_dir
+    archive = helper_artifact(tmp_path / "a.zip", 1)
+    assert_error(upload(client, None), 400, "bad_request")
+    body, content_type = multipart({}, archive)
+    assert_error(client.simulate_post("/api/v1/uploadmodel/", body=body, headers={"Content-Type": content_type}),
+                 400, "bad_request")
+    assert_error(upload(client, archive + b"" if isinstance(archive, bytes) else archive.read_bytes() + bytes(8000)),
+                 413, "payload_too_large")
+    assert_error(client.simulate_post("/api/v1/uploadmodel/", json={"file": "x"}), 415, "unsupported_media_type")
+    result = client.simulate_post("/api/v1/uploadmodel/", body=b"--x\r\ngarbage",
+                                  headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert 400 <= result.status_code < 500 and "error" in result.json
+    assert_error(upload(client, score_artifact(tmp_path / "b.zip", SCORE_LOAD_FAILS)), 422, "model_load_failed")
+    assert list((store / "uploads").iterdir()) == [] and list((store / "artifacts").iterdir()) == []
+
+
+# -- server info and health ----------------------------------------------------------------
+
+def test_serverinfo_reports_models_and_no_secrets(iris_client):
+    iris_client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA])
+    info = iris_client.simulate_get("/api/v1/serverinfo/").json
+    assert info["environment"] is None and info["env_gating"] is False and info["catalog"] == "local"
+    assert info["workers"] >= 1 and info["worker_pid"] > 0
+    [model] = info["models"]
+    assert (model["model_id"], model["requests"], model["errors"]) == (IRIS, 1, 0)
+    text = str(info).lower()
+    assert "key" not in text and "tenancy" not in text and "secret" not in text
+
+
+def test_health_endpoints(client):
+    assert client.simulate_get("/api/v1/healthcheck/").json == {"status": "ok"}
+    assert client.simulate_get("/api/v1/health/live").json == {"status": "alive"}
+    assert client.simulate_get("/api/v1/health/ready").json == {"status": "ready"}
+
+
+def test_readiness_waits_for_configured_models(make_config):
+    from server.app import build_registry, create_app
+    from server.warmup import Warmup
+
+    config = make_config(MIS_PRELOAD=f"{IRIS},missing-model")
+    registry = build_registry(config)
+    warmup = Warmup(registry, config.preload)
+    client = testing.TestClient(create_app(config, registry, warmup))
+    not_started = client.simulate_get("/api/v1/health/ready")
+    assert not_started.status_code == 503 and not_started.json["status"] == "loading"
+    warmup.run()
+    failed = client.simulate_get("/api/v1/health/ready")
+    assert failed.status_code == 503 and list(failed.json["failed"]) == ["missing-model"]
+    assert client.simulate_get("/api/v1/health/live").status_code == 200
+    assert registry.is_loaded(IRIS)
+
+
+def test_unknown_route_is_a_json_404(client):
+    assert_error(client.simulate_get("/api/v2/whatever"), 404, "not_found")
+
+
+def test_every_route_is_documented(client):
+    from server.openapi import openapi_document
+
+    documented = {path.rstrip("/") for path in openapi_document("x")["paths"]}
+    routes = set()
+    for node in client.app._router._roots:
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current.resource is not None:
+                routes.add(current.uri_template.rstrip("/"))
+            stack.extend(current.children)
+    assert {r for r in routes if r.startswith("/api/")} == {d for d in documented if d.startswith("/api/")}
