@@ -1,5 +1,8 @@
 """gunicorn settings, all derived from the MIS_* variables (server/config.py)."""
 
+import subprocess
+import sys
+
 from server.config import Config
 
 _config = Config.from_env()
@@ -15,9 +18,11 @@ errorlog = "-"
 
 
 def on_starting(server):
-    """Once, in the master before any worker forks: build the demo models into an empty local catalog."""
-    if _config.catalog == "local" and _config.demo_models:
-        from server.demo import ensure_demo_catalog
+    """Once, before any worker forks: build the demo models into an empty local catalog.
 
-        ids = ensure_demo_catalog(_config.catalog_dir, env=_config.env or "dev")
-        server.log.info("demo models in %s: %s", _config.catalog_dir, ", ".join(ids))
+    In a child process: training starts OpenMP thread pools (XGBoost, LightGBM), and workers
+    forked from a master that has them hang on their first prediction.
+    """
+    if _config.catalog == "local" and _config.demo_models:
+        command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
+        subprocess.run(command, check=True)
