@@ -1,0 +1,128 @@
+"""Composition root: settings -> components -> exports. Nothing else lives here."""
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+if not __package__:
+    # Pulumi runs this directory as a script; make the `infra` package importable from the repository.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pulumi  # noqa: E402
+import pulumi_kubernetes as k8s  # noqa: E402
+import pulumi_oci as oci  # noqa: E402
+
+from infra import settings as stack_settings  # noqa: E402
+from infra.cluster import ClusterArgs, ClusterComponent, NodePoolArgs  # noqa: E402
+from infra.iam import IamArgs, IamComponent  # noqa: E402
+from infra.network import NetworkArgs, NetworkComponent  # noqa: E402
+from infra.registries import RegistriesArgs, RegistriesComponent  # noqa: E402
+from infra.storage import StorageArgs, StorageComponent, bucket_names  # noqa: E402
+from infra.vault import ApiKeys, VaultArgs, VaultComponent  # noqa: E402
+from infra.workload import (  # noqa: E402
+    RegistryCredentials,
+    ServerSpec,
+    WorkloadArgs,
+    WorkloadComponent,
+    oke_load_balancer_annotations,
+)
+
+
+def server_spec(s: stack_settings.Settings, image: pulumi.Input[str], **overrides) -> ServerSpec:
+    server = s.server
+    values = dict(
+        namespace=server.namespace, service_account=server.service_account, env=s.env, image=image,
+        min_replicas=server.min_replicas, max_replicas=server.max_replicas, workers=server.workers,
+        log_level=server.log_level, cpu_request=server.cpu_request, cpu_limit=server.cpu_limit,
+        memory_request=server.memory_request, memory_limit=server.memory_limit,
+        data_size_limit=server.data_size_limit, service_type=server.service_type, instance=s.stack,
+        image_pull_secret=server.image_pull_secret, config=server.config,
+    )
+    return ServerSpec(**{**values, **overrides})
+
+
+def deploy_on_oci(s: stack_settings.Settings) -> None:
+    name = s.name_prefix
+    # Explicit providers: every resource states its region, and nothing falls back to ambient config.
+    auth = {"auth": s.oci_auth, "config_file_profile": s.oci_profile}
+    region = oci.Provider("oci-region", region=s.region, **auth)
+    home = oci.Provider("oci-home", region=s.home_region, **auth)
+    in_region = pulumi.ResourceOptions(providers=[region])
+
+    net = s.network
+    network = NetworkComponent(name, NetworkArgs(
+        compartment_id=s.compartment_id, vcn_cidr=net.vcn_cidr, worker_subnet_cidr=net.worker_subnet_cidr,
+        endpoint_subnet_cidr=net.endpoint_subnet_cidr, load_balancer_subnet_cidr=net.load_balancer_subnet_cidr,
+        api_allowed_cidrs=net.api_allowed_cidrs, client_cidrs=net.client_cidrs,
+        public_api_endpoint=s.public_api_endpoint, public_load_balancer=net.public_load_balancer,
+    ), in_region)
+    cluster = ClusterComponent(name, ClusterArgs(
+        compartment_id=s.compartment_id, kubernetes_version=s.kubernetes_version, vcn_id=network.vcn_id,
+        endpoint_subnet_id=network.endpoint_subnet_id, api_nsg_id=network.api_nsg_id,
+        public_api_endpoint=s.public_api_endpoint, load_balancer_subnet_id=network.load_balancer_subnet_id,
+        worker_subnet_id=network.worker_subnet_id, worker_nsg_id=network.worker_nsg_id,
+        pods_cidr=net.pods_cidr, services_cidr=net.services_cidr, cpu_pool=NodePoolArgs(**asdict(s.cpu_pool)),
+        gpu_pool=NodePoolArgs(**asdict(s.gpu_pool)) if s.gpu_pool else None,
+    ), in_region)
+    api_keys = ApiKeys(name)
+    vault = VaultComponent(name, VaultArgs(
+        compartment_id=s.compartment_id, vault_type=s.vault_type, key_protection_mode=s.key_protection_mode,
+        api_keys=api_keys.keys, protect=s.protect,
+    ), in_region)
+    buckets = bucket_names(name)
+    iam = IamComponent(name, IamArgs(
+        tenancy_id=s.tenancy_id, compartment_id=s.compartment_id, region=s.region, cluster_id=cluster.cluster_id,
+        namespace=s.server.namespace, service_account=s.server.service_account,
+        model_bucket=buckets["models"], conda_bucket=buckets["condaPacks"], key_id=vault.key_id,
+    ), pulumi.ResourceOptions(providers=[home]))
+    namespace = oci.objectstorage.get_namespace_output(
+        compartment_id=s.compartment_id, opts=pulumi.InvokeOutputOptions(provider=region)
+    ).namespace
+    storage = StorageComponent(name, StorageArgs(
+        compartment_id=s.compartment_id, namespace=namespace, kms_key_id=vault.key_id, protect=s.protect,
+    ), pulumi.ResourceOptions(providers=[region], depends_on=[iam.key_policy]))
+    registries = RegistriesComponent(name, RegistriesArgs(
+        compartment_id=s.compartment_id, region=s.region, namespace=namespace, immutable=s.env == "prod",
+        protect=s.protect,
+    ), in_region)
+
+    kubernetes = k8s.Provider("oke", kubeconfig=cluster.kubeconfig)
+    image = s.server.image or registries.image_repositories["server"].apply(lambda repo: f"{repo}:{s.server.image_tag}")
+    annotations = oke_load_balancer_annotations(network.load_balancer_nsg_id, internal=not net.public_load_balancer)
+    registry, pull_secret = None, s.server.image_pull_secret
+    if s.registry_user:
+        registry = RegistryCredentials(f"{s.region}.ocir.io", s.registry_user, s.registry_auth_token)
+        pull_secret = pull_secret or "ocir-pull"
+    workload = WorkloadComponent(f"{name}-server", WorkloadArgs(
+        spec=server_spec(s, image, service_annotations=annotations, workload_identity=True,
+                         image_pull_secret=pull_secret),
+        api_keys_document=vault.api_keys_document,
+        registry=registry,
+        deployer_group_id=iam.devops_group_id,
+    ), pulumi.ResourceOptions(providers=[kubernetes], depends_on=[storage]))
+
+    pulumi.export("scoringEndpoint", workload.scoring_endpoint)
+    pulumi.export("imageRepositories", registries.image_repositories)
+    pulumi.export("artifactRepositoryId", registries.artifact_repository_id)
+    pulumi.export("clusterId", cluster.cluster_id)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("bucketNames", storage.bucket_names)
+    pulumi.export("vaultId", vault.vault_id)
+    pulumi.export("apiKeySecretIds", vault.secret_ids)
+
+
+def deploy_hybrid(s: stack_settings.Settings) -> None:
+    # Only the workload, on a cluster Pulumi did not create (another cloud, on-premises, the edge).
+    kubernetes = k8s.Provider("target", kubeconfig=s.kubeconfig, context=s.kube_context)
+    api_keys = ApiKeys(s.name_prefix)
+    workload = WorkloadComponent(f"{s.name_prefix}-server", WorkloadArgs(
+        spec=server_spec(s, s.server.image), api_keys_document=api_keys.document,
+    ), pulumi.ResourceOptions(providers=[kubernetes]))
+    pulumi.export("scoringEndpoint", workload.scoring_endpoint)
+    pulumi.export("image", s.server.image)
+    pulumi.export("kubeconfig", s.kubeconfig)
+
+
+stack = stack_settings.load()
+pulumi.export("env", stack.env)
+(deploy_hybrid if stack.mode == "hybrid" else deploy_on_oci)(stack)

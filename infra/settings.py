@@ -1,0 +1,448 @@
+"""Stack settings: the only module that reads `pulumi.Config`.
+
+`load()` reads the stack configuration once, validates all of it before any resource is declared,
+and returns frozen dataclasses. Every error names the offending key as the operator writes it with
+`pulumi config set` (e.g. `model-inference-platform:network.vcnCidr`), so a bad stack file fails
+fast in `pulumi preview` instead of half-way through `pulumi up`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pulumi
+
+PROJECT = "model-inference-platform"
+ENVIRONMENTS = ("dev", "qa", "prod")
+MODES = ("oci", "hybrid")
+# kubernetes-validate bundles schemas for these minor versions; outside them we cannot prove manifests.
+KUBERNETES_MINORS = range(25, 38)
+SERVICE_TYPES = ("LoadBalancer", "ClusterIP", "NodePort")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Variables whose values are fixed by the pod layout or the stack, so `server.config` may not set them.
+RESERVED_SERVER_VARIABLES = ("MIS_ENV", "MIS_BIND", "MIS_DATA_DIR", "MIS_API_KEYS_FILE")
+
+_REGION = re.compile(r"^[a-z]{2,}-[a-z]+-\d+$")
+_OCID = re.compile(r"^ocid1\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+$")
+_K8S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class SettingsError(ValueError):
+    """The stack configuration cannot be deployed; the message names the config key."""
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    vcn_cidr: str
+    worker_subnet_cidr: str
+    endpoint_subnet_cidr: str
+    load_balancer_subnet_cidr: str
+    pods_cidr: str
+    services_cidr: str
+    # Who may reach the Kubernetes API endpoint and the scoring load balancer, beyond the workers.
+    api_allowed_cidrs: tuple[str, ...]
+    client_cidrs: tuple[str, ...]
+    public_load_balancer: bool
+
+
+@dataclass(frozen=True)
+class NodePoolSettings:
+    shape: str
+    ocpus: float | None  # None: a fixed shape (GPU and bare-metal shapes take no shape config)
+    memory_gbs: float | None
+    min_nodes: int
+    max_nodes: int
+    boot_volume_gbs: int
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    namespace: str
+    service_account: str
+    image: str | None  # full reference; OCI mode builds it from the stack's repository when unset
+    image_tag: str
+    min_replicas: int
+    max_replicas: int
+    workers: int
+    log_level: str
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    data_size_limit: str
+    service_type: str
+    image_pull_secret: str | None
+    config: Mapping[str, str]  # further MIS_* tunables for the ConfigMap
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    env: str
+    mode: str
+    kubernetes_version: str
+    server: ServerSettings
+    # OCI mode only (None in hybrid mode):
+    region: str | None
+    home_region: str | None
+    tenancy_id: str | None
+    compartment_id: str | None
+    public_api_endpoint: bool
+    network: NetworkSettings | None
+    cpu_pool: NodePoolSettings | None
+    gpu_pool: NodePoolSettings | None
+    vault_type: str
+    key_protection_mode: str
+    oci_auth: str | None
+    oci_profile: str | None
+    # OCI mode: an OCIR user ("<namespace>/<user name>") and its auth token (a secret Output), from
+    # which the workload makes its image pull secret; None when the stack sets neither.
+    registry_user: str | None
+    registry_auth_token: pulumi.Output[str] | None
+    # Hybrid mode only: a secret Output holding a kubeconfig (contents or path), and its context.
+    kubeconfig: pulumi.Output[str] | None
+    kube_context: str | None
+
+    @property
+    def name_prefix(self) -> str:
+        """Prefix of every cloud resource name: unique per stack, so stacks can share a compartment."""
+        return f"mis-{self.stack}"
+
+    @property
+    def protect(self) -> bool:
+        """Stateful resources (vault, keys, buckets, repositories) resist `pulumi destroy` in prod."""
+        return self.env == "prod"
+
+
+def load() -> Settings:
+    """Read and validate the current stack's configuration."""
+    reader = _Reader(pulumi.Config(), pulumi.Config("oci"))
+    return reader.settings(pulumi.get_stack())
+
+
+class _Reader:
+    def __init__(self, config: pulumi.Config, oci_config: pulumi.Config):
+        self.config = config
+        self.oci = oci_config
+
+    def key(self, name: str) -> str:
+        return f"{self.config.name}:{name}"
+
+    def fail(self, name: str, problem: str) -> SettingsError:
+        return SettingsError(f"{self.key(name)} {problem}")
+
+    # -- raw access ---------------------------------------------------------------------------
+
+    def text(self, name: str, default: str | None = None, required: bool = False) -> str | None:
+        value = self.config.get(name)
+        if value is None or not value.strip():
+            if required:
+                raise self.fail(name, "is required")
+            return default
+        return value.strip()
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.config.get(name)
+        if value is None:
+            return default
+        if value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise self.fail(name, f"must be true or false, got {value!r}")
+
+    def obj(self, name: str, allowed: tuple[str, ...], required: bool = False) -> dict[str, Any] | None:
+        raw = self.config.get(name)
+        if raw is None:
+            if required:
+                raise self.fail(name, "is required")
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise self.fail(name, "must be an object (a YAML mapping in the stack file)") from None
+        if not isinstance(value, dict):
+            raise self.fail(name, "must be an object (a YAML mapping in the stack file)")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise self.fail(f"{name}.{unknown[0]}", f"is not a known setting (known: {', '.join(allowed)})")
+        return value
+
+    # -- typed fields of objects ----------------------------------------------------------------
+
+    def field_text(self, obj: dict, parent: str, name: str, default: str | None = None, pattern=None) -> str | None:
+        value = obj.get(name, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip() or (pattern and not pattern.match(value)):
+            raise self.fail(f"{parent}.{name}", f"has an invalid value {value!r}")
+        return value.strip()
+
+    def field_number(self, obj: dict, parent: str, name: str, default, kind=int, minimum=0):
+        value = obj.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise self.fail(f"{parent}.{name}", f"must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if value < minimum:
+            raise self.fail(f"{parent}.{name}", f"must be at least {minimum}, got {value!r}")
+        return kind(value)
+
+    def field_cidrs(self, obj: dict, parent: str, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = obj.get(name, list(default))
+        if not isinstance(value, list):
+            raise self.fail(f"{parent}.{name}", "must be a list of CIDR blocks")
+        return tuple(str(self.network_of(f"{parent}.{name}", item)) for item in value)
+
+    def network_of(self, key: str, value: Any) -> ipaddress.IPv4Network:
+        try:
+            return ipaddress.IPv4Network(str(value), strict=True)
+        except ValueError:
+            raise self.fail(key, f"must be an IPv4 CIDR block such as 10.0.0.0/16, got {value!r}") from None
+
+    # -- sections ---------------------------------------------------------------------------------
+
+    def settings(self, stack: str) -> Settings:
+        env = self.text("env", required=True)
+        if env not in ENVIRONMENTS:
+            raise self.fail("env", f"must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+        mode = self.text("mode", default="oci")
+        if mode not in MODES:
+            raise self.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        version = self.text("kubernetesVersion", required=True)
+        match = _K8S_VERSION.match(version)
+        if not match or int(match.group(1)) not in KUBERNETES_MINORS:
+            raise self.fail(
+                "kubernetesVersion",
+                f"must be v1.{KUBERNETES_MINORS.start}.x to v1.{KUBERNETES_MINORS.stop - 1}.x, got {version!r}",
+            )
+        hybrid = mode == "hybrid"
+        server = self.server(env, hybrid)
+        common = dict(stack=stack, env=env, mode=mode, kubernetes_version=version, server=server)
+        if hybrid:
+            return Settings(
+                **common,
+                region=None,
+                home_region=None,
+                tenancy_id=None,
+                compartment_id=None,
+                public_api_endpoint=False,
+                network=None,
+                cpu_pool=None,
+                gpu_pool=None,
+                vault_type="DEFAULT",
+                key_protection_mode="SOFTWARE",
+                oci_auth=None,
+                oci_profile=None,
+                registry_user=None,
+                registry_auth_token=None,
+                kubeconfig=self.kubeconfig(),
+                kube_context=self.text("kubeContext"),
+            )
+
+        region = self.oci.get("region")
+        if not region:
+            raise SettingsError("oci:region is required (the OCI region this stack deploys to)")
+        if not _REGION.match(region):
+            raise SettingsError(f"oci:region must be an OCI region identifier such as us-ashburn-1, got {region!r}")
+        home_region = self.text("homeRegion", required=True)
+        if not _REGION.match(home_region):
+            raise self.fail("homeRegion", f"must be an OCI region identifier such as us-ashburn-1, got {home_region!r}")
+        public_api = self.flag("publicApiEndpoint", default=False)
+        if public_api and env == "prod":
+            raise self.fail("publicApiEndpoint", "must be false in prod: the Kubernetes API stays private")
+        network = self.network(public_api)
+        if network.public_load_balancer and env == "prod" and "0.0.0.0/0" in network.client_cidrs:
+            raise self.fail("network.clientCidrs", "must not be 0.0.0.0/0 in prod")
+        vault_type = self.text("vaultType", default="DEFAULT")
+        if vault_type not in ("DEFAULT", "VIRTUAL_PRIVATE"):
+            raise self.fail("vaultType", f"must be DEFAULT or VIRTUAL_PRIVATE, got {vault_type!r}")
+        protection = self.text("keyProtectionMode", default="HSM")
+        if protection not in ("HSM", "SOFTWARE"):
+            raise self.fail("keyProtectionMode", f"must be HSM or SOFTWARE, got {protection!r}")
+        return Settings(
+            **common,
+            region=region,
+            home_region=home_region,
+            tenancy_id=self.ocid("tenancyId", "tenancy"),
+            compartment_id=self.ocid("compartmentId", "compartment"),
+            public_api_endpoint=public_api,
+            network=network,
+            cpu_pool=self.pool("cpuPool", required=True),
+            gpu_pool=self.pool("gpuPool", required=False),
+            vault_type=vault_type,
+            key_protection_mode=protection,
+            oci_auth=self.oci.get("auth"),
+            oci_profile=self.oci.get("configFileProfile"),
+            **self.registry_credentials(),
+            kubeconfig=None,
+            kube_context=None,
+        )
+
+    def ocid(self, name: str, kind: str) -> str:
+        value = self.text(name, required=True)
+        if not _OCID.match(value) or value.split(".")[1] != kind:
+            raise self.fail(name, f"must be a {kind} OCID (ocid1.{kind}.oc1..xxxx), got {value!r}")
+        return value
+
+    def registry_credentials(self) -> dict[str, Any]:
+        # get_secret: reading a secret key with get() would make Pulumi warn about plain-text use.
+        user, token = self.text("registryUser"), self.config.get_secret("registryAuthToken")
+        if token is not None and user is None:
+            raise self.fail("registryUser", "is required with registryAuthToken (e.g. <namespace>/<user name>)")
+        if user is not None and token is None:
+            raise self.fail(
+                "registryAuthToken", "is required with registryUser (pulumi config set --secret registryAuthToken)"
+            )
+        return {"registry_user": user, "registry_auth_token": token}
+
+    def kubeconfig(self) -> pulumi.Output[str]:
+        # Always a secret: a kubeconfig holds cluster credentials even when set in plain text.
+        kubeconfig = self.config.get_secret("kubeconfig")
+        if kubeconfig is None:
+            raise self.fail(
+                "kubeconfig",
+                "is required in hybrid mode: a path, or the file's contents set as a secret",
+            )
+        return kubeconfig
+
+    def network(self, public_api: bool) -> NetworkSettings:
+        section = "network"
+        raw = self.obj(
+            section,
+            (
+                "vcnCidr", "workerSubnetCidr", "endpointSubnetCidr", "loadBalancerSubnetCidr",
+                "podsCidr", "servicesCidr", "apiAllowedCidrs", "clientCidrs", "publicLoadBalancer",
+            ),
+            required=True,
+        )
+        if "vcnCidr" not in raw:
+            raise self.fail(f"{section}.vcnCidr", "is required: each stack gets its own block so regions can be peered")
+        vcn = self.network_of(f"{section}.vcnCidr", raw["vcnCidr"])
+        if not 16 <= vcn.prefixlen <= 22:
+            raise self.fail(f"{section}.vcnCidr", f"must be a /16 to /22 block, got {vcn}")
+        # Defaults carve the VCN: the first half for workers, then a /24 for load balancers and a /28
+        # for the API endpoint, so a stack usually sets only vcnCidr.
+        upper = list(vcn.subnets(prefixlen_diff=1))[1]
+        defaults = {
+            "workerSubnetCidr": list(vcn.subnets(prefixlen_diff=1))[0],
+            "loadBalancerSubnetCidr": next(upper.subnets(new_prefix=max(24, upper.prefixlen))),
+            "endpointSubnetCidr": list(upper.subnets(new_prefix=28))[-1],
+            "podsCidr": ipaddress.IPv4Network("10.244.0.0/16"),
+            "servicesCidr": ipaddress.IPv4Network("10.96.0.0/16"),
+        }
+        blocks = {
+            name: self.network_of(f"{section}.{name}", raw[name]) if name in raw else default
+            for name, default in defaults.items()
+        }
+        subnets = ("workerSubnetCidr", "endpointSubnetCidr", "loadBalancerSubnetCidr")
+        for name in subnets:
+            if not blocks[name].subnet_of(vcn):
+                raise self.fail(f"{section}.{name}", f"{blocks[name]} must lie inside network.vcnCidr {vcn}")
+        # Pod and service ranges are virtual (flannel overlay) and must not collide with the VCN or each other.
+        ordered = [("vcnCidr", vcn)] + [(name, blocks[name]) for name in (*subnets, "podsCidr", "servicesCidr")]
+        for i, (name, block) in enumerate(ordered):
+            for other, other_block in ordered[:i]:
+                if other == "vcnCidr" and name in subnets:
+                    continue
+                if block.overlaps(other_block):
+                    raise self.fail(f"{section}.{name}", f"{block} overlaps network.{other} {other_block}")
+        api_allowed = self.field_cidrs(raw, section, "apiAllowedCidrs", ())
+        if public_api and not api_allowed:
+            raise self.fail(f"{section}.apiAllowedCidrs", "must list the admin CIDRs when publicApiEndpoint is true")
+        public_lb = raw.get("publicLoadBalancer", False)
+        if not isinstance(public_lb, bool):
+            raise self.fail(f"{section}.publicLoadBalancer", f"must be true or false, got {public_lb!r}")
+        return NetworkSettings(
+            vcn_cidr=str(vcn),
+            worker_subnet_cidr=str(blocks["workerSubnetCidr"]),
+            endpoint_subnet_cidr=str(blocks["endpointSubnetCidr"]),
+            load_balancer_subnet_cidr=str(blocks["loadBalancerSubnetCidr"]),
+            pods_cidr=str(blocks["podsCidr"]),
+            services_cidr=str(blocks["servicesCidr"]),
+            api_allowed_cidrs=api_allowed,
+            client_cidrs=self.field_cidrs(raw, section, "clientCidrs", (str(vcn),)),
+            public_load_balancer=public_lb,
+        )
+
+    def pool(self, section: str, required: bool) -> NodePoolSettings | None:
+        raw = self.obj(section, ("shape", "ocpus", "memoryGbs", "minNodes", "maxNodes", "bootVolumeGbs"), required)
+        if raw is None:
+            return None
+        shape = self.field_text(raw, section, "shape")
+        if shape is None:
+            raise self.fail(f"{section}.shape", "is required (e.g. VM.Standard.E5.Flex, or VM.GPU.A10.1 for GPUs)")
+        flex = shape.endswith(".Flex")
+        ocpus = self.field_number(raw, section, "ocpus", 2 if flex else None, float, minimum=1)
+        memory = self.field_number(raw, section, "memoryGbs", 16 if flex else None, float, minimum=1)
+        if not flex and (ocpus is not None or memory is not None):
+            raise self.fail(f"{section}.ocpus", f"only applies to flexible shapes, not {shape}")
+        min_nodes = self.field_number(raw, section, "minNodes", 1, minimum=0 if section == "gpuPool" else 1)
+        max_nodes = self.field_number(raw, section, "maxNodes", max(min_nodes, 1), minimum=1)
+        if max_nodes < min_nodes:
+            raise self.fail(f"{section}.maxNodes", f"must be at least {section}.minNodes ({min_nodes})")
+        return NodePoolSettings(
+            shape=shape,
+            ocpus=ocpus,
+            memory_gbs=memory,
+            min_nodes=min_nodes,
+            max_nodes=max_nodes,
+            boot_volume_gbs=self.field_number(raw, section, "bootVolumeGbs", 100, minimum=50),
+        )
+
+    def server(self, env: str, hybrid: bool) -> ServerSettings:
+        section = "server"
+        raw = self.obj(
+            section,
+            (
+                "namespace", "image", "imageTag", "minReplicas", "maxReplicas", "workers", "logLevel",
+                "cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit", "dataSizeLimit", "serviceType",
+                "imagePullSecret", "config",
+            ),
+        ) or {}
+        image = self.field_text(raw, section, "image")
+        if hybrid and image is None:
+            raise self.fail(f"{section}.image", "is required in hybrid mode (the registry the cluster pulls from)")
+        min_replicas = self.field_number(raw, section, "minReplicas", 2, minimum=1)
+        max_replicas = self.field_number(raw, section, "maxReplicas", max(min_replicas, 4), minimum=1)
+        if max_replicas < min_replicas:
+            raise self.fail(f"{section}.maxReplicas", f"must be at least server.minReplicas ({min_replicas})")
+        log_level = self.field_text(raw, section, "logLevel", "info")
+        if log_level not in LOG_LEVELS:
+            raise self.fail(f"{section}.logLevel", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        image_tag = self.field_text(raw, section, "imageTag", "latest")
+        if env == "prod" and image is None and image_tag == "latest":
+            raise self.fail(f"{section}.imageTag", "must pin a release tag in prod, not latest")
+        service_type = self.field_text(raw, section, "serviceType", "ClusterIP" if hybrid else "LoadBalancer")
+        if service_type not in SERVICE_TYPES:
+            raise self.fail(f"{section}.serviceType", f"must be one of {', '.join(SERVICE_TYPES)}")
+        extra = raw.get("config", {})
+        if not isinstance(extra, dict):
+            raise self.fail(f"{section}.config", "must be a mapping of MIS_* variables to values")
+        for name, value in extra.items():
+            if not name.startswith("MIS_") or name in RESERVED_SERVER_VARIABLES:
+                raise self.fail(f"{section}.config.{name}", "is not a settable MIS_* variable")
+            if not isinstance(value, (str, int, float, bool)):
+                raise self.fail(f"{section}.config.{name}", "must be a scalar value")
+        return ServerSettings(
+            namespace=self.field_text(raw, section, "namespace", "mis", _NAME),
+            service_account="model-inference-server",
+            image=image,
+            image_tag=image_tag,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            workers=self.field_number(raw, section, "workers", 2, minimum=1),
+            log_level=log_level,
+            cpu_request=self.field_text(raw, section, "cpuRequest", "500m", _QUANTITY),
+            cpu_limit=self.field_text(raw, section, "cpuLimit", "2", _QUANTITY),
+            memory_request=self.field_text(raw, section, "memoryRequest", "1Gi", _QUANTITY),
+            memory_limit=self.field_text(raw, section, "memoryLimit", "4Gi", _QUANTITY),
+            data_size_limit=self.field_text(raw, section, "dataSizeLimit", "10Gi", _QUANTITY),
+            service_type=service_type,
+            image_pull_secret=self.field_text(raw, section, "imagePullSecret", None, _NAME),
+            config={name: str(v).lower() if isinstance(v, bool) else str(v) for name, v in extra.items()},
+        )
