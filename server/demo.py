@@ -276,18 +276,20 @@ def build_ads_artifact(
     JSON-serializable, else str()); the schemas are ADS's schema dicts, or None.
 
     ``workdir``: where ADS's artifact directory is prepared (a temporary directory, removed
-    afterwards, when None). ``use_case_type``: an ADS ``UseCaseType`` value such as
+    afterwards, when None). Keep it outside any git work tree: ADS's zip leaves out files that
+    git ignores there. ``use_case_type``: an ADS ``UseCaseType`` value such as
     "binary_classification"; ADS leaves it null otherwise.
     """
     framework = detect_framework(estimator)
     model_class = _ads_model_class(framework)
     from ads.model.common.utils import zip_artifact
 
-    dest_zip = pathlib.Path(dest_zip)
+    dest_zip = pathlib.Path(dest_zip).resolve()
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mis-ads-")))
-        artifact_dir = pathlib.Path(workdir) / "artifact"
+        # Absolute: ADS's zip_artifact mangles member names of a relative artifact directory.
+        artifact_dir = pathlib.Path(workdir).resolve() / "artifact"
         if artifact_dir.exists():
             shutil.rmtree(artifact_dir)
         stack.enter_context(_throwaway_ads_auth())
@@ -469,10 +471,8 @@ def build_demo_entry(demo: DemoModel, entry_dir: pathlib.Path, env: str) -> dict
         X_sample,
         y_sample,
         entry_dir / ARTIFACT_FILE,
-        workdir=entry_dir / ".work",
         use_case_type=demo.use_case_type,
     )
-    shutil.rmtree(entry_dir / ".work", ignore_errors=True)
     metadata = {
         "id": demo.id,
         "name": demo.name,
@@ -536,7 +536,7 @@ def ensure_demo_catalog(catalog_dir: pathlib.Path, env: str = "dev") -> list[str
 
     Idempotent: complete entries are left untouched (their env metadata too). Returns the ids.
     """
-    catalog_dir = pathlib.Path(catalog_dir)
+    catalog_dir = pathlib.Path(catalog_dir).resolve()
     catalog_dir.mkdir(parents=True, exist_ok=True)
     missing = [d for d in DEMO_MODELS if not _entry_complete(catalog_dir / d.id)]
     if missing:

@@ -288,3 +288,13 @@ def test_cli_prints_the_ids(built, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == built["ids"]
+
+
+def test_a_catalog_in_a_git_ignored_relative_dir_gets_complete_artifacts(tmp_path, monkeypatch):
+    """`make run` builds into var/catalog, relative and git-ignored: both once gave manifest-only zips."""
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / ".gitignore").write_text("rel/\n")
+    ensure_demo_catalog(pathlib.Path("rel") / "catalog")
+    with zipfile.ZipFile(tmp_path / "rel" / "catalog" / "demo-sklearn-iris" / "artifact.zip") as archive:
+        assert {"score.py", "runtime.yaml", "model.joblib"} <= set(archive.namelist())
