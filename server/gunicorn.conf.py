@@ -1,11 +1,16 @@
 """gunicorn settings, all derived from the MIS_* variables (server/config.py)."""
 
+import os
 import subprocess
 import sys
 
 from server.config import Config
 
 _config = Config.from_env()
+
+# One OpenMP thread per worker unless the operator says otherwise: small requests gain nothing
+# from XGBoost's / LightGBM's thread pools, and workers x threads > cores makes them thrash.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 wsgi_app = "server.app:get_app()"
 bind = [_config.bind]
