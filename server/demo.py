@@ -89,6 +89,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -312,6 +313,7 @@ def build_ads_artifact(
         _patch_runtime_yaml(artifact_dir, inference_conda_env, inference_python_version)
         tmp_zip = pathlib.Path(zip_artifact(str(artifact_dir)))
         try:
+            _check_complete(tmp_zip, artifact_dir, model.model_file_name)
             dest_zip.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(tmp_zip), str(dest_zip))
             dest_zip.chmod(0o644)  # ADS creates it with NamedTemporaryFile (0600)
@@ -331,6 +333,18 @@ def build_ads_artifact(
             "input_schema": input_schema,
             "output_schema": output_schema,
         }
+
+
+def _check_complete(artifact_zip: pathlib.Path, artifact_dir: pathlib.Path, model_file: str) -> None:
+    """ADS matches its .model-ignore patterns (`var/`, `lib/`, `env/`...) against the whole
+    absolute path, so a build directory under e.g. /var silently yields an empty artifact."""
+    with zipfile.ZipFile(artifact_zip) as archive:
+        missing = {"score.py", "runtime.yaml", model_file} - set(archive.namelist())
+    if missing:
+        raise RuntimeError(
+            f"ADS left {sorted(missing)} out of the artifact: its .model-ignore patterns match the build "
+            f"path {artifact_dir}; build elsewhere (workdir=..., or TMPDIR)"
+        )
 
 
 def _schema_dict(path: pathlib.Path) -> dict | None:

@@ -290,11 +290,17 @@ def test_cli_prints_the_ids(built, tmp_path):
     assert proc.stdout.split() == built["ids"]
 
 
-def test_a_catalog_in_a_git_ignored_relative_dir_gets_complete_artifacts(tmp_path, monkeypatch):
-    """`make run` builds into var/catalog, relative and git-ignored: both once gave manifest-only zips."""
+def test_a_relative_catalog_under_var_gets_complete_artifacts(tmp_path, monkeypatch):
+    """`make run` builds into var/catalog: ADS's .model-ignore has `var/`, matched against whole
+    paths, and a relative artifact dir crashed its zipping."""
     monkeypatch.chdir(tmp_path)
-    subprocess.run(["git", "init", "-q"], check=True)
-    (tmp_path / ".gitignore").write_text("rel/\n")
-    ensure_demo_catalog(pathlib.Path("rel") / "catalog")
-    with zipfile.ZipFile(tmp_path / "rel" / "catalog" / "demo-sklearn-iris" / "artifact.zip") as archive:
+    ensure_demo_catalog(pathlib.Path("var") / "catalog")
+    with zipfile.ZipFile(tmp_path / "var" / "catalog" / "demo-sklearn-iris" / "artifact.zip") as archive:
         assert {"score.py", "runtime.yaml", "model.joblib"} <= set(archive.namelist())
+
+
+def test_a_build_dir_that_ads_would_empty_fails_loudly(tmp_path):
+    estimator, X, y = DEMO_MODELS[0].train()
+    with pytest.raises(RuntimeError, match="left .* out of the artifact"):
+        demo_mod.build_ads_artifact(estimator, X[:5], y[:5], tmp_path / "a.zip", workdir=tmp_path / "var" / "w")
+    assert not (tmp_path / "a.zip").exists()
