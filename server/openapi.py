@@ -85,16 +85,17 @@ _MODEL_SUMMARY_EXAMPLE = {
 
 
 def _schemas() -> Schema:
-    metadata_item = _object({"key": _string(), "value": _string()})
+    # Taxonomy values are what ADS recorded: strings, objects (Hyperparameters) or null.
+    metadata_item = _object({"key": _string(), "value": {"nullable": True, "description": "Any JSON value."}})
     custom_metadata_item = _object(
-        {"key": _string(), "value": _string(), "category": _nullable(_string())},
+        {"key": _string(), "value": _nullable(_string()), "category": _nullable(_string())},
     )
     model_summary = _object(
         {
             "id": _string("Model id (catalog OCID or local id).", pattern=MODEL_ID_PATTERN),
             "name": _string("Display name."),
             "version": _string("Model version label."),
-            "framework": _string("sklearn, xgboost, lightgbm, ads, ...", example="sklearn"),
+            "framework": _string("scikit-learn, xgboost, lightgbm or other.", example="scikit-learn"),
             "lifecycle_state": _string("Catalog lifecycle state.", example="ACTIVE"),
             "env": _nullable(_string("The model's `env` metadata (dev / qa / prod) or null.")),
             "loaded": {"type": "boolean", "description": "Loaded in the worker that answered."},

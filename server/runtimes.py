@@ -98,8 +98,11 @@ class ScoreModuleRuntime:
         self.n_features = _schema_width(artifact_dir / "input_schema.json")
 
     def predict(self, payload: Any) -> Any:
-        # The body goes to score.py as-is; only an obviously wrong row width is caught up front,
-        # so the client hears what was expected rather than the framework's message.
+        # The body goes to score.py as-is, but for two conveniences: one row of numbers becomes a
+        # list of one row (as for native models), and a wrong row width is caught up front so the
+        # client hears what was expected rather than the framework's message.
+        if _is_one_row(payload):
+            payload = [payload]
         rows = payload.get("data") if isinstance(payload, dict) else payload
         if isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows):
             for row in rows:
@@ -111,6 +114,12 @@ class ScoreModuleRuntime:
 
     def close(self) -> None:
         sys.modules.pop(self.module_name, None)
+
+
+def _is_one_row(payload: Any) -> bool:
+    return isinstance(payload, list) and bool(payload) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in payload
+    )
 
 
 @contextlib.contextmanager

@@ -94,6 +94,8 @@ def test_load_score_remove(client):
     scored = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA, [6.7, 3.0, 5.2, 2.3]])
     assert scored.status_code == 200
     assert scored.json["prediction"] == [0, 2] and scored.json["model_version"] == "1"
+    one_row = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=SETOSA)
+    assert one_row.json["prediction"] == [0]
     assert 0 < scored.json["timing"]["predict_ms"] <= scored.json["timing"]["total_ms"]
     assert client.simulate_delete(f"/api/v1/removemodel/{IRIS}").json == {"model_id": IRIS, "status": "removed"}
     assert_error(client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]), 404, "model_not_loaded")

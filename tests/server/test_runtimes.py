@@ -113,3 +113,9 @@ def test_unknown_model_file_has_no_runtime(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="no runtime"):
         open_runtime("m", tmp_path / "model.onnx")
+
+
+def test_score_module_takes_one_row_like_native_models(tmp_path):
+    runtime = ScoreModuleRuntime("m", unpacked(tmp_path, "a", helper_artifact(tmp_path / "a.zip", 3)))
+    assert runtime.predict([1.5, 2, 3]) == [3]
+    assert runtime.predict([[1.5, 2, 3], [1, 2, 3]]) == [3, 3]
