@@ -73,7 +73,7 @@ def _nullable(schema: Schema) -> Schema:
 # --------------------------------------------------------------------------------------------
 
 _MODEL_SUMMARY_EXAMPLE = {
-    "id": "demo-iris-sklearn",
+    "id": "demo-sklearn-iris",
     "name": "iris-classifier",
     "version": "1",
     "framework": "sklearn",
@@ -271,13 +271,13 @@ def _error_responses() -> Schema:
         "BadRequest": response(
             "Malformed request (bad parameter, id, JSON, form or zip).",
             "Error",
-            {"error": "Invalid model id 'a..b'", "code": "invalid_model_id"},
+            {"error": "model id must be 1-255 letters, digits, '.', '_' or '-', start with a letter or digit and not contain '..'", "code": "invalid_model_id"},
         ),
         "Forbidden": response(
             "The model's env does not match the server's environment.",
             "EnvMismatchError",
             {
-                "error": "Model 'demo-iris-sklearn' has env 'qa' but this server is 'prod'",
+                "error": "model 'demo-sklearn-iris' is for env 'qa'; this server's env is 'prod'",
                 "code": "env_mismatch",
                 "server_env": "prod",
                 "model_env": "qa",
@@ -286,29 +286,29 @@ def _error_responses() -> Schema:
         "NotFound": response(
             "Unknown model (`model_not_found`) or, for scoring, not loaded (`model_not_loaded`).",
             "Error",
-            {"error": "Model 'nope' not found", "code": "model_not_found"},
+            {"error": "model 'nope' is not in the catalog", "code": "model_not_found"},
         ),
         "PayloadTooLarge": response(
             "Request body over the configured limit.",
             "Error",
-            {"error": "Request body exceeds 10485760 bytes", "code": "payload_too_large"},
+            {"error": "the body of 20971520 bytes is over the limit of 10485760 bytes", "code": "payload_too_large"},
         ),
         "UnsupportedMediaType": response(
             "Wrong Content-Type (score: application/json; upload: multipart/form-data).",
             "Error",
-            {"error": "Content-Type must be application/json", "code": "unsupported_media_type"},
+            {"error": "the body must be application/json, not 'text/plain'", "code": "unsupported_media_type"},
         ),
         "LoadFailed": response(
             "The model artifact failed to load.",
             "Error",
-            {"error": "Model 'demo-iris-sklearn' failed to load: ...", "code": "model_load_failed"},
+            {"error": "model 'upload-3f2a...' failed to load: RuntimeError: ...", "code": "model_load_failed"},
         ),
         "ScoreRejected": response(
             "Wrong feature count / shape (`invalid_input`, with `expected` / `received`), "
             "or the model raised on the input (`model_predict_failed`).",
             "ShapeError",
             {
-                "error": "Model 'demo-iris-sklearn' expects 4 features, got 3",
+                "error": "expected 4 features per row, received 3",
                 "code": "invalid_input",
                 "expected": 4,
                 "received": 3,
@@ -327,7 +327,7 @@ def _parameters() -> Schema:
             "required": True,
             "description": description,
             "schema": model_id_schema,
-            "example": "demo-iris-sklearn",
+            "example": "demo-sklearn-iris",
         },
         "ModelIdQuery": {
             "name": "model_id",
@@ -335,7 +335,7 @@ def _parameters() -> Schema:
             "required": True,
             "description": description,
             "schema": model_id_schema,
-            "example": "demo-iris-sklearn",
+            "example": "demo-sklearn-iris",
         },
     }
 
@@ -420,7 +420,7 @@ def _paths() -> Schema:
                     "200": _ok(
                         "Loaded now, or already loaded.",
                         "LoadResult",
-                        {"model_id": "demo-iris-sklearn", "status": "loaded", "load_ms": 41.7},
+                        {"model_id": "demo-sklearn-iris", "status": "loaded", "load_ms": 41.7},
                     ),
                     "400": _error("BadRequest"),
                     "404": _error("NotFound"),
@@ -499,7 +499,7 @@ def _paths() -> Schema:
                     "200": _ok(
                         "The model's prediction.",
                         "ScoreResponse",
-                        {"model_id": "demo-iris-sklearn", "model_version": "1",
+                        {"model_id": "demo-sklearn-iris", "model_version": "1",
                          "prediction": [0, 2], "timing": {"predict_ms": 0.41, "total_ms": 0.93}},
                     ),
                     "400": _error("BadRequest"),
@@ -543,7 +543,7 @@ def _paths() -> Schema:
                 "responses": {
                     "200": _ok("Ready to serve.", "Readiness", {"status": "ready"}),
                     "503": _ok("Models still loading.", "NotReady",
-                               {"status": "loading", "pending": ["demo-iris-sklearn"]}),
+                               {"status": "loading", "pending": ["demo-sklearn-iris"]}),
                 },
             }
         },
