@@ -16,6 +16,7 @@ from .registry import Registry
 from .warmup import Warmup
 
 JSON_TYPES = ("application/json", "text/json")
+FORM_FIELD_MAX = 255
 
 
 def summary(registry: Registry, info) -> dict:
@@ -109,6 +110,9 @@ class UploadModel:
                 raise BadRequest("the form has no `file` field with the artifact zip")
             if not fields.get("model_name"):
                 raise BadRequest("the form has no `model_name` field")
+            for name, value in fields.items():
+                if len(value) > FORM_FIELD_MAX or not value.isprintable():
+                    raise BadRequest(f"`{name}` must be printable text of at most {FORM_FIELD_MAX} characters")
             info = self.registry.upload(artifact, fields["model_name"], fields.get("version") or "1",
                                         fields.get("env") or None)
         resp.status = falcon.HTTP_201

@@ -188,6 +188,8 @@ def test_upload_form_failures(make_client, make_config, tmp_path):
     store = make_config().store_dir
     archive = helper_artifact(tmp_path / "a.zip", 1)
     assert_error(upload(client, None), 400, "bad_request")
+    assert_error(upload(client, archive, model_name="x" * 256), 400, "bad_request")
+    assert_error(upload(client, archive, env="dev\x00"), 400, "bad_request")
     body, content_type = multipart({}, archive)
     assert_error(client.simulate_post("/api/v1/uploadmodel/", body=body, headers={"Content-Type": content_type}),
                  400, "bad_request")
