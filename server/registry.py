@@ -106,9 +106,10 @@ class Registry:
         validate_model_id(model_id)
         return self.store.get_upload(model_id) or self.catalog.get(model_id)
 
-    def is_loaded(self, model_id: str) -> bool:
+    def loaded_ids(self) -> set[str]:
+        """Models loaded in this worker, once it has caught up with the shared state."""
         self.sync()
-        return model_id in self._models
+        return set(self._models)
 
     def list_models(self, compartment_id: str | None, project_id: str | None, limit: int,
                     page: str | None) -> tuple[list[ModelInfo], str | None]:

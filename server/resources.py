@@ -19,7 +19,7 @@ JSON_TYPES = ("application/json", "text/json")
 FORM_FIELD_MAX = 255
 
 
-def summary(registry: Registry, info) -> dict:
+def summary(info, loaded: bool) -> dict:
     return {
         "id": info.id,
         "name": info.name,
@@ -27,7 +27,7 @@ def summary(registry: Registry, info) -> dict:
         "framework": info.framework,
         "lifecycle_state": info.lifecycle_state,
         "env": info.env,
-        "loaded": registry.is_loaded(info.id),
+        "loaded": loaded,
         "source": info.source,
     }
 
@@ -65,7 +65,8 @@ class ListModels:
         )
         if next_page:
             resp.set_header("opc-next-page", next_page)
-        resp.media = {"models": [summary(self.registry, m) for m in models], "count": len(models),
+        loaded = self.registry.loaded_ids()
+        resp.media = {"models": [summary(m, m.id in loaded) for m in models], "count": len(models),
                       "next_page": next_page}
 
 
@@ -75,7 +76,7 @@ class ModelDetails:
 
     def on_get(self, req, resp, model_id):
         info = self.registry.describe(model_id)
-        resp.media = {**info.to_dict(), **summary(self.registry, info)}
+        resp.media = {**info.to_dict(), **summary(info, info.id in self.registry.loaded_ids())}
         resp.media.pop("artifact")
 
 

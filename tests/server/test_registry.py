@@ -31,7 +31,7 @@ def test_load_is_idempotent_and_seen_by_the_other_worker(workers):
     first, second = workers
     assert first.load(IRIS)[0] == "loaded"
     assert first.load(IRIS) == ("already_loaded", 0.0)
-    assert second.is_loaded(IRIS)
+    assert IRIS in second.loaded_ids()
     assert second.score(IRIS, [SETOSA]).prediction == [0]
 
 

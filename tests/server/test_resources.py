@@ -236,7 +236,7 @@ def test_readiness_waits_for_configured_models(make_config):
     failed = client.simulate_get("/api/v1/health/ready")
     assert failed.status_code == 503 and list(failed.json["failed"]) == ["missing-model"]
     assert client.simulate_get("/api/v1/health/live").status_code == 200
-    assert registry.is_loaded(IRIS)
+    assert IRIS in registry.loaded_ids()
 
 
 def test_unknown_route_is_a_json_404(client):
