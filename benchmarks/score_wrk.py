@@ -10,6 +10,7 @@ rounds, and stops the server by PID. Needs wrk (Debian package `wrk`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -84,14 +85,20 @@ def main() -> None:
         url = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, "MIS_BIND": url.removeprefix("http://"), "MIS_DATA_DIR": tmp, "MIS_LOG_LEVEL": "warning"}
         server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"], cwd=REPO,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
         try:
             wait_ready(url, server)
             results = {m: [run_wrk(url, m, args.duration, args.connections, Path(tmp)) for _ in range(args.rounds)]
                        for m in ROWS}
         finally:
             server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            try:
+                server.wait(timeout=60)
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # the group is the master's pid
+                    os.killpg(server.pid, signal.SIGKILL)  # so no hung worker outlives the run
+                server.wait()
 
     print(f"{'model':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   (median of {args.rounds} x {args.duration} s, "
           f"{args.connections} connections)")

@@ -39,7 +39,8 @@ class Gunicorn:
                "MIS_DATA_DIR": str(self.data_dir), **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"],
-                                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         wait_until(self._ready, timeout=120, interval=0.2)
         return self
 
@@ -51,13 +52,21 @@ class Gunicorn:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """SIGTERM to the master; then its process group (the master's pid) is killed, so a
+        worker that hung cannot outlive the test."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=30, **kwargs)
