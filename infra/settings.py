@@ -16,7 +16,6 @@ from typing import Any, Mapping
 
 import pulumi
 
-PROJECT = "model-inference-platform"
 ENVIRONMENTS = ("dev", "qa", "prod")
 MODES = ("oci", "hybrid")
 # kubernetes-validate bundles schemas for these minor versions; outside them we cannot prove manifests.

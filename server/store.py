@@ -32,8 +32,6 @@ _CHUNK = 1024 * 1024
 
 
 class LocalStore:
-    kind = "local"
-
     def __init__(self, root: Path, max_artifact_bytes: int):
         self.root = root
         self.max_artifact_bytes = max_artifact_bytes

@@ -49,6 +49,3 @@ class Warmup:
     @property
     def ready(self) -> bool:
         return self.done and not self.failed
-
-    def wait(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
