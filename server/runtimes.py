@@ -174,22 +174,21 @@ class SklearnRuntime:
         pass
 
 
-class XGBoostRuntime:
-    """Booster.inplace_predict, turned into class labels exactly as XGBClassifier.predict does."""
+class _BoosterRuntime:
+    """A booster's raw scores, turned into class labels as the scikit-learn wrapper's predict does:
+    binary classifiers compare with a threshold, multiclass ones take the argmax."""
 
-    def __init__(self, path: Path):
-        import xgboost
+    n_features: int | None
+    binary_threshold: float | None = None
+    multiclass: bool = False
 
-        self._booster = xgboost.Booster(model_file=str(path))
-        self.n_features = self._booster.num_features() or None
-        self._objective = json.loads(self._booster.save_config())["learner"]["objective"]["name"]
+    def scores(self, matrix: np.ndarray) -> np.ndarray: ...
 
     def predict(self, payload: Any) -> list:
-        scores = self._booster.inplace_predict(to_matrix(payload, self.n_features))
-        if self._objective in ("binary:logistic", "binary:logitraw"):
-            threshold = 0.5 if self._objective == "binary:logistic" else 0.0
-            return (scores > threshold).astype(np.int64).tolist()
-        if self._objective == "multi:softprob":
+        scores = self.scores(to_matrix(payload, self.n_features))
+        if self.binary_threshold is not None:
+            return (scores > self.binary_threshold).astype(np.int64).tolist()
+        if self.multiclass:
             return np.argmax(scores, axis=1).tolist()
         return scores.tolist()
 
@@ -197,7 +196,23 @@ class XGBoostRuntime:
         pass
 
 
-class LightGBMRuntime:
+class XGBoostRuntime(_BoosterRuntime):
+    """Booster.inplace_predict, labelled exactly as XGBClassifier.predict does."""
+
+    def __init__(self, path: Path):
+        import xgboost
+
+        self._booster = xgboost.Booster(model_file=str(path))
+        self.n_features = self._booster.num_features() or None
+        objective = json.loads(self._booster.save_config())["learner"]["objective"]["name"]
+        self.binary_threshold = {"binary:logistic": 0.5, "binary:logitraw": 0.0}.get(objective)
+        self.multiclass = objective == "multi:softprob"
+
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        return self._booster.inplace_predict(matrix)
+
+
+class LightGBMRuntime(_BoosterRuntime):
     """Booster.predict; classifiers answer the class index, as LGBMClassifier does for 0..k-1 labels."""
 
     def __init__(self, path: Path):
@@ -205,15 +220,9 @@ class LightGBMRuntime:
 
         self._booster = lightgbm.Booster(model_file=str(path))
         self.n_features = self._booster.num_feature() or None
-        self._objective = str(self._booster.params.get("objective", ""))
+        objective = str(self._booster.params.get("objective", ""))
+        self.binary_threshold = 0.5 if objective in ("binary", "cross_entropy") else None
+        self.multiclass = objective in ("multiclass", "softmax", "multiclassova")
 
-    def predict(self, payload: Any) -> list:
-        scores = self._booster.predict(to_matrix(payload, self.n_features))
-        if self._objective in ("binary", "cross_entropy"):
-            return (scores > 0.5).astype(np.int64).tolist()
-        if self._objective in ("multiclass", "softmax", "multiclassova"):
-            return np.argmax(scores, axis=1).tolist()
-        return scores.tolist()
-
-    def close(self) -> None:
-        pass
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        return self._booster.predict(matrix)
