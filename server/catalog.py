@@ -87,6 +87,18 @@ class Catalog(Protocol):
         """A local file holding the model's artifact (downloaded first where the catalog is remote)."""
 
 
+def page_of(models: list[ModelInfo], limit: int, page: str | None) -> tuple[list[ModelInfo], str | None]:
+    """One page of a list held in memory; the token is the offset of the next page."""
+    try:
+        start = int(page or 0)
+    except ValueError:
+        raise InvalidPage() from None
+    if start < 0:
+        raise InvalidPage()
+    end = start + limit
+    return models[start:end], (str(end) if end < len(models) else None)
+
+
 def read_entry(directory: Path, source: str) -> ModelInfo | None:
     """Read one `<id>/metadata.json` entry; None when it is absent or unreadable."""
     try:
@@ -118,15 +130,7 @@ class LocalCatalog:
         return [info for info in found if info is not None]
 
     def list(self, compartment_id, project_id, limit, page):
-        try:
-            start = int(page or 0)
-            if start < 0:
-                raise ValueError
-        except ValueError:
-            raise InvalidPage("page is not a token returned by a previous listing") from None
-        models = [m for m in self._entries() if m.matches(compartment_id, project_id)]
-        chunk = models[start : start + limit]
-        return chunk, (str(start + limit) if start + limit < len(models) else None)
+        return page_of([m for m in self._entries() if m.matches(compartment_id, project_id)], limit, page)
 
     def get(self, model_id: str) -> ModelInfo:
         info = read_entry(self.root / validate_model_id(model_id), "catalog")

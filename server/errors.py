@@ -27,6 +27,9 @@ class InvalidModelId(BadRequest):
 class InvalidPage(BadRequest):
     code = "invalid_page"
 
+    def __init__(self):
+        super().__init__("page is not a token returned by a previous listing")
+
 
 class InvalidArtifact(BadRequest):
     code = "invalid_artifact"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
-from .catalog import Catalog, ModelInfo, validate_model_id
+from .catalog import Catalog, ModelInfo, page_of, validate_model_id
 from .errors import (
     EnvMismatch,
     InvalidPage,
@@ -58,7 +58,7 @@ class LoadedModel:
             "requests": self.requests,
             "errors": self.errors,
             "mean_predict_ms": round(1000 * self.predict_seconds / self.requests, 3) if self.requests else None,
-            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+            "loaded_at": _utc(self.loaded_at),
         }
 
 
@@ -118,10 +118,9 @@ class Registry:
         models: list[ModelInfo] = []
         if source == "upload":
             uploads = [m for m in self.store.list_uploads() if m.matches(compartment_id, project_id)]
-            start = int(token or 0)
-            models = uploads[start : start + limit]
-            if start + limit < len(uploads):
-                return models, _encode_page("upload", str(start + limit))
+            models, next_upload = page_of(uploads, limit, token)
+            if next_upload:
+                return models, _encode_page("upload", next_upload)
             source, token = "catalog", None
         if len(models) == limit:
             return models, _encode_page("catalog", None)
@@ -165,7 +164,7 @@ class Registry:
                 name=name,
                 version=version,
                 framework=_framework_of(unpacked),
-                time_created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                time_created=_utc(time.time()),
                 custom_metadata=[{"key": "env", "value": env, "category": "Other"}] if env else [],
                 input_schema=_read_json(unpacked / "input_schema.json"),
                 output_schema=_read_json(unpacked / "output_schema.json"),
@@ -259,6 +258,10 @@ class Registry:
         return [m.stats() for m in self._models.values()]
 
 
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _framework_of(unpacked: Path) -> str:
     return next((fw for name, fw in _FRAMEWORK_FILES.items() if (unpacked / name).is_file()), "other")
 
@@ -285,8 +288,6 @@ def _decode_page(page: str | None) -> tuple[str, str | None]:
         source, token = json.loads(base64.urlsafe_b64decode(page.encode()))
         if source not in ("upload", "catalog") or not (token is None or isinstance(token, str)):
             raise ValueError
-        if source == "upload" and int(token or 0) < 0:
-            raise ValueError
         return source, token
     except (ValueError, TypeError, UnicodeError):
-        raise InvalidPage("page is not a token returned by a previous listing") from None
+        raise InvalidPage() from None
