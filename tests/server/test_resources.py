@@ -38,8 +38,8 @@ def assert_error(result, status: int, code: str):
     return result.json
 
 
-def store_listing(client_config_dir):
-    return sorted(str(p.relative_to(client_config_dir)) for p in client_config_dir.rglob("*"))
+def store_listing(store):
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*"))
 
 
 # -- listing and metadata ------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_upload_form_failures(make_client, make_config, tmp_path):
     body, content_type = multipart({}, archive)
     assert_error(client.simulate_post("/api/v1/uploadmodel/", body=body, headers={"Content-Type": content_type}),
                  400, "bad_request")
-    assert_error(upload(client, archive + b"" if isinstance(archive, bytes) else archive.read_bytes() + bytes(8000)),
+    assert_error(upload(client, archive.read_bytes() + bytes(8000)),
                  413, "payload_too_large")
     assert_error(client.simulate_post("/api/v1/uploadmodel/", json={"file": "x"}), 415, "unsupported_media_type")
     result = client.simulate_post("/api/v1/uploadmodel/", body=b"--x\r\ngarbage",
