@@ -1,6 +1,6 @@
 """First scoring measurement: wrk against a real gunicorn on 127.0.0.1, 1-row requests per demo model.
 
-    .venv/bin/python benchmarks/score_wrk.py [--rounds 3] [--duration 10] [--connections 4]
+    .venv/bin/python -m benchmarks.score_wrk [--rounds 3] [--duration 10] [--connections 4]
 
 Starts the server (MIS_WORKERS workers, default as configured) on a free loopback port with a
 throwaway data dir, runs `wrk --latency` once per model per round, prints the median of the
@@ -10,21 +10,16 @@ rounds, and stops the server by PID. Needs wrk (Debian package `wrk`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.processes import GunicornProcess
+
 ROWS = {
     "demo-sklearn-iris": [[5.1, 3.5, 1.4, 0.2]],
     "demo-xgboost-breast-cancer": [[17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871,
@@ -34,27 +29,6 @@ ROWS = {
     "demo-lightgbm-wine": [[14.23, 1.71, 2.43, 15.6, 127.0, 2.8, 3.06, 0.28, 2.29, 5.64, 1.04, 3.92, 1065.0]],
 }
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit("the server exited before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/api/v1/health/ready", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    sys.exit("the server was not ready in time")
 
 
 def run_wrk(url: str, model_id: str, duration: int, connections: int, workdir: Path) -> dict:
@@ -82,23 +56,13 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mis-bench-") as tmp:
-        url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "MIS_BIND": url.removeprefix("http://"), "MIS_DATA_DIR": tmp, "MIS_LOG_LEVEL": "warning"}
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"], cwd=REPO,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = GunicornProcess(Path(tmp) / "data", Path(tmp) / "gunicorn.log", MIS_LOG_LEVEL="warning")
         try:
-            wait_ready(url, server)
-            results = {m: [run_wrk(url, m, args.duration, args.connections, Path(tmp)) for _ in range(args.rounds)]
-                       for m in ROWS}
+            server.start()
+            results = {m: [run_wrk(server.url, m, args.duration, args.connections, Path(tmp))
+                           for _ in range(args.rounds)] for m in ROWS}
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            finally:
-                with contextlib.suppress(ProcessLookupError):  # the group is the master's pid
-                    os.killpg(server.pid, signal.SIGKILL)  # so no hung worker outlives the run
-                server.wait()
+            server.stop()
 
     print(f"{'model':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   (median of {args.rounds} x {args.duration} s, "
           f"{args.connections} connections)")

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socketserver
 import struct
 import subprocess
 import threading
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -24,6 +22,8 @@ import falcon
 import pytest
 
 from server.openapi import add_docs_routes
+
+from ..processes import answers_ok, stop_group, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,26 +62,13 @@ def docs_server():
                               daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{server.server_port}"
-    _wait_until_serving(f"{base_url}/docs")
+    wait_until(lambda: answers_ok(f"{base_url}/docs"), timeout=10)
     try:
         yield base_url
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-
-
-def _wait_until_serving(url: str) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)  # poll interval, bounded by the deadline
 
 
 def _chromium(tmp_path: Path, *args: str) -> str:
@@ -95,18 +82,9 @@ def _chromium(tmp_path: Path, *args: str) -> str:
     except subprocess.TimeoutExpired:
         stdout, stderr = "", "timed out"
     finally:
-        _stop_group(process)
+        stop_group(process)
     assert process.returncode == 0 or stdout, f"chromium failed: {stderr[-2000:]}"
     return stdout
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    # start_new_session made chromium's pid its process-group id: this reaches its helpers only.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
 
 
 def _rendered_dom(tmp_path: Path, url: str, *needles: str) -> str:

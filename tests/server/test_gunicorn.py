@@ -6,11 +6,6 @@ accept; polling until every worker pid has answered proves a state change reache
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,54 +14,16 @@ import requests
 
 from server.demo import DEMO_MODELS
 
-from ..conftest import wait_until
+from ..processes import GunicornProcess, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 WORKERS = 3
 
 
-class Gunicorn:
+class Gunicorn(GunicornProcess):
+    """The server with WORKERS workers, and helpers that talk to each of them."""
+
     def __init__(self, data_dir: Path, log: Path, **env: str):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.data_dir, self.log_path, self.env = data_dir, log, env
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Gunicorn":
-        env = {**os.environ, "MIS_BIND": self.url.removeprefix("http://"), "MIS_WORKERS": str(WORKERS),
-               "MIS_DATA_DIR": str(self.data_dir), **self.env}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"],
-                                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        wait_until(self._ready, timeout=120, interval=0.2)
-        return self
-
-    def _ready(self) -> bool:
-        assert self.process.poll() is None, f"gunicorn exited: {self.log_path.read_text()[-3000:]}"
-        try:
-            return requests.get(f"{self.url}/api/v1/health/ready", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        """SIGTERM to the master; then its process group (the master's pid) is killed, so a
-        worker that hung cannot outlive the test."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
+        super().__init__(data_dir, log, MIS_WORKERS=str(WORKERS), **env)
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=30, **kwargs)
