@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import signal
+from pathlib import Path
 
 import falcon
 import falcon.media
@@ -13,6 +16,7 @@ from . import __version__, resources
 from .catalog import LocalCatalog
 from .config import Config
 from .errors import MISError
+from .guard import PredictGuard, inflight_path, models_in_flight
 from .openapi import add_docs_routes
 from .registry import Registry
 from .store import LocalStore
@@ -21,26 +25,48 @@ from .warmup import Warmup
 log = logging.getLogger(__name__)
 
 
-def build_registry(config: Config) -> Registry:
+def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=None) -> Registry:
+    """The core from the config; under gunicorn, `inflight_file` lets the master blame a model for a
+    worker's death and `on_stuck` recycles a worker whose predict threads are stuck."""
+    guard = PredictGuard(timeout_s=config.predict_timeout_s, threads=config.threads,
+                         output_bytes=config.model_output_bytes, inflight_file=inflight_file, on_stuck=on_stuck)
     return Registry(
         LocalCatalog(config.catalog_dir),
         LocalStore(config.store_dir, config.max_artifact_bytes),
+        guard,
         env=config.env,
         metadata_ttl_s=config.metadata_ttl_s,
         max_upload_bytes=config.max_upload_bytes,
+        quarantine_strikes=config.quarantine_strikes,
+        quarantine_window_s=config.quarantine_window_s,
     )
 
 
-def create_app(config: Config, registry: Registry | None = None, warmup: Warmup | None = None) -> falcon.App:
+class App(falcon.App):
+    """falcon.App that also tells the worker (server/worker.py) how large a body each path accepts,
+    so an oversized body is refused while it streams in rather than after it is buffered."""
+
+    def __init__(self, config: Config, upload_paths: tuple[str, ...]):
+        super().__init__()
+        self.upload_paths = upload_paths
+        self.max_body_bytes = config.max_body_bytes
+        self.max_upload_bytes = config.max_upload_bytes
+        self.on_shutdown = lambda: None  # the worker calls it when it leaves in order
+
+    def body_limit(self, path: str) -> int:
+        return self.max_upload_bytes if path.rstrip("/") in self.upload_paths else self.max_body_bytes
+
+
+def create_app(config: Config, registry: Registry | None = None, warmup: Warmup | None = None) -> App:
     registry = registry or build_registry(config)
     warmup = warmup or Warmup(registry, config.preload).start()
 
-    app = falcon.App()
+    api = "/api/v1"
+    app = App(config, upload_paths=(f"{api}/uploadmodel",))
     app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
     json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, default=_to_json))
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
 
-    api = "/api/v1"
     app.add_route(f"{api}/listmodels", resources.ListModels(registry))
     app.add_route(f"{api}/getmodelinfo/{{model_id}}", resources.ModelDetails(registry))
     app.add_route(f"{api}/loadmodel/{{model_id}}", resources.LoadModel(registry))
@@ -59,11 +85,27 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
     return app
 
 
-def get_app() -> falcon.App:
-    """gunicorn's entry point (`server.app:get_app()`): configuration from MIS_* variables."""
+def get_app() -> App:
+    """gunicorn's entry point (`server.app:get_app()`), called in each worker: configuration from
+    MIS_* variables."""
     config = Config.from_env()
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    return create_app(config)
+    registry = build_registry(config, inflight_file=inflight_path(os.getppid(), os.getpid()),
+                              on_stuck=lambda: os.kill(os.getpid(), signal.SIGTERM))  # gunicorn's graceful exit
+    app = create_app(config, registry)
+    app.on_shutdown = registry.guard.close
+    return app
+
+
+def blame_dead_worker(config: Config, master_pid: int, worker_pid: int) -> list[str]:
+    """In the gunicorn master, once a worker has died: one strike for each model it was running
+    (a worker that left in order removed its records). Returns those models."""
+    models = models_in_flight(inflight_path(master_pid, worker_pid))
+    store = LocalStore(config.store_dir, config.max_artifact_bytes) if models else None
+    for model_id in models:
+        store.record_strike(model_id, "its worker died while it predicted", limit=config.quarantine_strikes,
+                            window_s=config.quarantine_window_s)
+    return models
 
 
 def _mis_error(req, resp, exc: MISError, params):

@@ -15,7 +15,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MIS_ENV": ("", "Server environment (dev, qa, prod). When set, a model scores only if its `env` metadata equals it."),
     "MIS_BIND": ("127.0.0.1:8080", "host:port gunicorn listens on."),
     "MIS_WORKERS": (str(max(2, os.cpu_count() or 1)), "Number of gunicorn worker processes."),
-    "MIS_TIMEOUT_S": ("120", "Seconds a worker may spend on one request before gunicorn restarts it."),
+    "MIS_THREADS": ("8", "Threads per worker that run requests (reading and writing sockets needs none)."),
+    "MIS_TIMEOUT_S": ("120", "Seconds any request may take before it is answered 504; also gunicorn's worker heartbeat limit."),
+    "MIS_PREDICT_TIMEOUT_S": ("30", "Seconds one predict may take before the request is answered 504 naming the model."),
+    "MIS_QUARANTINE_STRIKES": ("3", "Timeouts or worker crashes of one model, within the window, that quarantine it."),
+    "MIS_QUARANTINE_WINDOW_S": ("300", "Window, in seconds, in which MIS_QUARANTINE_STRIKES quarantine a model."),
+    "MIS_MODEL_OUTPUT_BYTES": ("4096", "Most bytes of a model's stdout/stderr logged per request or load."),
+    "MIS_HEADER_TIMEOUT_S": ("10", "Seconds a client has to send a request's headers (408 and closed after)."),
+    "MIS_BODY_TIMEOUT_S": ("30", "Seconds a request body may stall (no bytes at all) before 408 and close."),
+    "MIS_KEEPALIVE_S": ("5", "Seconds an idle keep-alive connection stays open."),
     "MIS_DATA_DIR": ("var", "Directory of the embedded catalog (catalog/) and the model store (store/)."),
     "MIS_CATALOG": ("local", "Where model metadata and artifacts come from: `local` (the embedded directory catalog)."),
     "MIS_DEMO_MODELS": ("true", "Build the demo models into an empty local catalog on first start."),
@@ -40,7 +48,15 @@ class Config:
     env: str | None
     bind: str
     workers: int
+    threads: int
     timeout_s: int
+    predict_timeout_s: float
+    quarantine_strikes: int
+    quarantine_window_s: float
+    model_output_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    keepalive_s: int
     data_dir: Path
     catalog: str
     demo_models: bool
@@ -77,7 +93,15 @@ class Config:
             env=get("MIS_ENV") or None,
             bind=bind,
             workers=_number(get, "MIS_WORKERS", int, minimum=1),
+            threads=_number(get, "MIS_THREADS", int, minimum=1),
             timeout_s=_number(get, "MIS_TIMEOUT_S", int, minimum=1),
+            predict_timeout_s=_number(get, "MIS_PREDICT_TIMEOUT_S", float, minimum=0.01),
+            quarantine_strikes=_number(get, "MIS_QUARANTINE_STRIKES", int, minimum=1),
+            quarantine_window_s=_number(get, "MIS_QUARANTINE_WINDOW_S", float, minimum=1),
+            model_output_bytes=_number(get, "MIS_MODEL_OUTPUT_BYTES", int, minimum=0),
+            header_timeout_s=_number(get, "MIS_HEADER_TIMEOUT_S", float, minimum=0.1),
+            body_timeout_s=_number(get, "MIS_BODY_TIMEOUT_S", float, minimum=0.1),
+            keepalive_s=_number(get, "MIS_KEEPALIVE_S", int, minimum=0),
             data_dir=Path(get("MIS_DATA_DIR")),
             catalog=catalog,
             demo_models=_flag(get, "MIS_DEMO_MODELS"),

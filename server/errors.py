@@ -67,3 +67,25 @@ class ModelLoadFailed(MISError):
 
 class ModelPredictFailed(MISError):
     status, code = 422, "model_predict_failed"
+
+
+class StoreUnavailable(MISError):
+    """The model store cannot be written or read (read-only, unreachable, failing); retry later."""
+
+    status, code = 503, "store_unavailable"
+
+
+class InsufficientStorage(MISError):
+    """The model store is full (no space or over quota); nothing was half-saved."""
+
+    status, code = 507, "insufficient_storage"
+
+
+class ModelQuarantined(MISError):
+    """The model timed out or killed its worker too often; an admin's loadmodel brings it back."""
+
+    status, code = 503, "model_quarantined"
+
+
+class PredictTimeout(MISError):
+    status, code = 504, "predict_timeout"

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from server.app import blame_dead_worker
 from server.config import Config
 
 _config = Config.from_env()
@@ -15,7 +16,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 wsgi_app = "server.app:get_app()"
 bind = [_config.bind]
 workers = _config.workers
-worker_class = "sync"
+# Our own worker (server/worker.py): an event loop reads the sockets, a few threads run the app.
+worker_class = "server.worker.Worker"
+threads = _config.threads
+keepalive = _config.keepalive_s
+# The worker answers a request 504 after MIS_TIMEOUT_S on its own; the heartbeat limit is only for
+# a worker whose event loop itself is frozen (a model holding the GIL in C code).
 timeout = _config.timeout_s
 graceful_timeout = 30
 loglevel = _config.log_level
@@ -31,3 +37,14 @@ def on_starting(server):
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)
+
+
+def child_exit(server, worker):
+    """In the master, after a worker died: a model that kills its worker gets a strike (quarantine)."""
+    try:
+        models = blame_dead_worker(_config, os.getpid(), worker.pid)
+    except OSError as exc:
+        server.log.error("could not record what worker %s was running: %s", worker.pid, exc)
+        return
+    if models:
+        server.log.error("worker %s died while predicting with %s", worker.pid, ", ".join(models))

@@ -27,7 +27,10 @@ from .errors import (
     ModelNotFound,
     ModelNotLoaded,
     ModelPredictFailed,
+    ModelQuarantined,
+    PredictTimeout,
 )
+from .guard import PredictGuard, captured_output
 from .runtimes import Runtime, open_runtime
 from .store import LocalStore
 
@@ -46,6 +49,7 @@ class LoadedModel:
     checked_at: float = field(default_factory=time.monotonic)
     requests: int = 0
     errors: int = 0
+    timeouts: int = 0
     predict_seconds: float = 0.0
 
     def stats(self) -> dict:
@@ -57,6 +61,7 @@ class LoadedModel:
             "env": self.info.env,
             "requests": self.requests,
             "errors": self.errors,
+            "timeouts": self.timeouts,
             "mean_predict_ms": round(1000 * self.predict_seconds / self.requests, 3) if self.requests else None,
             "loaded_at": _utc(self.loaded_at),
         }
@@ -71,14 +76,18 @@ class Prediction:
 
 
 class Registry:
-    def __init__(self, catalog: Catalog, store: LocalStore, *, env: str | None, metadata_ttl_s: float,
-                 max_upload_bytes: int):
+    def __init__(self, catalog: Catalog, store: LocalStore, guard: PredictGuard, *, env: str | None,
+                 metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float):
         self.catalog = catalog
         self.store = store
+        self.guard = guard
         self.env = env
         self.metadata_ttl_s = metadata_ttl_s
         self.max_upload_bytes = max_upload_bytes
+        self.quarantine_strikes = quarantine_strikes
+        self.quarantine_window_s = quarantine_window_s
         self._models: dict[str, LoadedModel] = {}
+        self._quarantined: dict[str, str] = {}  # model id -> why, as every worker sees it
         self._lock = threading.RLock()
         self._signature: object = object()  # never equal to a real signature: first call reconciles
 
@@ -98,6 +107,7 @@ class Registry:
                     self._models[model_id] = self._open(self.describe(model_id))
                 except MISError as exc:
                     log.error("model %s is loaded elsewhere but failed here: %s", model_id, exc.message)
+            self._quarantined = self.store.quarantined()
             self._signature = signature
 
     # -- catalog ---------------------------------------------------------------------------
@@ -197,7 +207,8 @@ class Registry:
 
     def _open(self, info: ModelInfo) -> LoadedModel:
         try:
-            runtime = open_runtime(info.id, self._local_artifact(info))
+            with captured_output(info.id, self.guard.output_bytes, "load"):
+                runtime = open_runtime(info.id, self._local_artifact(info))
         except MISError:
             raise
         except Exception as exc:  # score.py / model files are foreign code: any failure is the model's
@@ -219,10 +230,18 @@ class Registry:
             raise ModelNotLoaded(
                 f"model {model_id!r} is not loaded; POST /api/v1/loadmodel/{model_id} first", model_id=model_id
             )
+        if model_id in self._quarantined:
+            raise ModelQuarantined(f"model {model_id!r} is quarantined: {self._quarantined[model_id]}; "
+                                   f"POST /api/v1/loadmodel/{model_id} reloads it", model_id=model_id,
+                                   reason=self._quarantined[model_id])
         self._check_env(loaded)
         started = time.perf_counter()
         try:
-            prediction = loaded.runtime.predict(payload)
+            prediction = self.guard.run(model_id, loaded.runtime.predict, payload)
+        except PredictTimeout:
+            loaded.timeouts += 1
+            self.strike(model_id, f"predict took longer than {self.guard.timeout_s} s")
+            raise
         except MISError:
             loaded.errors += 1
             raise
@@ -253,9 +272,18 @@ class Registry:
                 model_env=loaded.info.env,
             )
 
+    def strike(self, model_id: str, reason: str) -> None:
+        """One more strike against a model; enough of them quarantine it in every worker."""
+        try:
+            if self.store.record_strike(model_id, reason, limit=self.quarantine_strikes,
+                                        window_s=self.quarantine_window_s):
+                log.error("model %s is quarantined: %s", model_id, reason)
+        except OSError as exc:  # the 504 still goes out; the strike is lost with the store
+            log.error("could not record a strike against %s: %s", model_id, exc)
+
     def loaded_stats(self) -> list[dict]:
         self.sync()
-        return [m.stats() for m in self._models.values()]
+        return [{**m.stats(), "quarantined": self._quarantined.get(m.info.id)} for m in self._models.values()]
 
 
 def _utc(seconds: float) -> str:

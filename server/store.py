@@ -5,6 +5,7 @@
     uploads/<id>/       metadata.json + artifact.zip of each uploaded model (survive restarts)
     artifacts/<id>/     each model's unpacked artifact, extracted once and shared by all workers
     state.json          ids of the models this server has loaded; workers reconcile with it
+    quarantine.json     models refused until an admin reloads them, and strikes counting towards it
     tmp/                staging for uploads and extraction, then renamed into place
 
 Every write is staged and renamed so a reader in another process never sees half of it.
@@ -19,6 +20,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
@@ -39,6 +41,7 @@ class LocalStore:
         self.artifacts = root / "artifacts"
         self.tmp = root / "tmp"
         self.state_file = root / "state.json"
+        self.quarantine_file = root / "quarantine.json"
         for directory in (self.uploads, self.artifacts, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -102,13 +105,9 @@ class LocalStore:
 
     # -- shared state ----------------------------------------------------------------------
 
-    def state_signature(self) -> tuple | None:
-        """Changes whenever state.json is replaced: one stat() tells a worker to reconcile."""
-        try:
-            st = self.state_file.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def state_signature(self) -> tuple:
+        """Changes whenever state.json or quarantine.json is replaced: a worker then reconciles."""
+        return _file_signature(self.state_file), _file_signature(self.quarantine_file)
 
     def loaded_ids(self) -> frozenset[str]:
         try:
@@ -126,16 +125,64 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _state(self) -> Iterator[set[str]]:
-        with open(self.root / "state.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked():
             loaded = set(self.loaded_ids())
             before = set(loaded)
             yield loaded
             if loaded != before:
-                handle, name = tempfile.mkstemp(dir=self.tmp)
-                with os.fdopen(handle, "w") as out:
-                    json.dump({"loaded": sorted(loaded)}, out)
-                os.replace(name, self.state_file)
+                self._replace_json(self.state_file, {"loaded": sorted(loaded)})
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Every writer of the shared files (state.json, quarantine.json) holds this lock."""
+        with open(self.root / "state.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _replace_json(self, path: Path, data: dict) -> None:
+        """Written aside, then renamed over: a reader in another process never sees half of it."""
+        handle, name = tempfile.mkstemp(dir=self.tmp)
+        with os.fdopen(handle, "w") as out:
+            json.dump(data, out)
+        os.replace(name, path)
+
+    # -- quarantine ------------------------------------------------------------------------
+    # quarantine.json: {"quarantined": {id: reason}, "strikes": {id: [unix times]}}. Strikes come
+    # from any worker (a predict timeout) or from the gunicorn master (a worker died in predict).
+
+    def quarantined(self) -> dict[str, str]:
+        return self._quarantine().get("quarantined", {})
+
+    def record_strike(self, model_id: str, reason: str, *, limit: int, window_s: float) -> bool:
+        """Count one strike; at `limit` strikes within `window_s` the model is quarantined (True)."""
+        now = time.time()
+        with self._locked():
+            data = self._quarantine()
+            strikes = [t for t in data.setdefault("strikes", {}).get(model_id, []) if now - t < window_s] + [now]
+            data["strikes"][model_id] = strikes
+            quarantine = len(strikes) >= limit
+            if quarantine:
+                data.setdefault("quarantined", {})[model_id] = f"{reason} ({len(strikes)} times in {window_s:g} s)"
+                del data["strikes"][model_id]
+            self._replace_json(self.quarantine_file, data)
+        return quarantine
+
+    def release(self, model_id: str) -> bool:
+        """Lift a model's quarantine and forget its strikes; False when there was nothing to lift."""
+        if model_id not in self.quarantined() and model_id not in self._quarantine().get("strikes", {}):
+            return False
+        with self._locked():
+            data = self._quarantine()
+            data.get("quarantined", {}).pop(model_id, None)
+            data.get("strikes", {}).pop(model_id, None)
+            self._replace_json(self.quarantine_file, data)
+        return True
+
+    def _quarantine(self) -> dict:
+        try:
+            return json.loads(self.quarantine_file.read_text())
+        except FileNotFoundError:
+            return {}
 
 
 def extract_artifact(artifact_zip: Path, dest: Path, max_bytes: int) -> None:
@@ -186,6 +233,14 @@ def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the artifact expands past the limit of {max_bytes} bytes", limit=max_bytes)
+
+
+def _file_signature(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _remove_tree(path: Path, tmp: Path) -> None:

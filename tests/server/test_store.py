@@ -63,7 +63,7 @@ def test_receive_refuses_more_than_the_limit(store):
 def test_state_is_shared_and_signals_changes(tmp_path):
     first = LocalStore(tmp_path / "store", max_artifact_bytes=MiB)
     second = LocalStore(tmp_path / "store", max_artifact_bytes=MiB)
-    assert second.state_signature() is None and second.loaded_ids() == frozenset()
+    assert second.state_signature() == (None, None) and second.loaded_ids() == frozenset()
     first.mark_loaded("a")
     signature = second.state_signature()
     assert signature is not None and second.loaded_ids() == {"a"}

@@ -1,0 +1,183 @@
+"""Running a model's own code under a deadline, with its output captured, and leaving a trace of
+what each worker is running so that a worker's death can be pinned on the model that caused it.
+
+- `PredictGuard.run` calls predict on a pool thread and waits at most `timeout_s`. A predict past
+  it raises `PredictTimeout` (504 naming the model) and its thread is left to finish or hang; once
+  half the pool is stuck the worker asks to be recycled (`on_stuck`).
+- What model code prints to sys.stdout / sys.stderr while it runs is kept per thread, capped, and
+  logged with the model id, instead of flooding the server log.
+- Each pool thread owns a record in a small memory-mapped file per worker process (`Inflight`):
+  the model id while a predict runs, blank otherwise. The gunicorn master reads a dead worker's
+  file (`models_in_flight`) to learn which model killed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import mmap
+import os
+import sys
+import tempfile
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import PredictTimeout
+from .threads import DaemonPool
+
+log = logging.getLogger(__name__)
+
+RECORD = 256  # bytes per in-flight record: a model id is at most 255 characters
+_local = threading.local()
+
+
+def inflight_path(master_pid: int, worker_pid: int) -> Path:
+    """Where a worker of the gunicorn master `master_pid` keeps its in-flight records."""
+    return Path(tempfile.gettempdir()) / f"mis-{master_pid}" / f"{worker_pid}.inflight"
+
+
+def models_in_flight(path: Path) -> list[str]:
+    """The models a (dead) worker was running, read from its records; the file is removed."""
+    try:
+        data = path.read_bytes()
+        path.unlink()
+    except OSError:
+        return []
+    records = (data[i:i + RECORD].rstrip(b"\0").decode(errors="replace") for i in range(0, len(data), RECORD))
+    return sorted({r for r in records if r})
+
+
+class Inflight:
+    def __init__(self, path: Path, records: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with open(path, "wb+") as handle:
+            handle.truncate(records * RECORD)
+            self._map = mmap.mmap(handle.fileno(), records * RECORD)
+
+    def set(self, index: int, model_id: str) -> None:
+        self._map[index * RECORD:(index + 1) * RECORD] = model_id.encode()[:RECORD].ljust(RECORD, b"\0")
+
+    def remove(self) -> None:
+        """The worker leaves in order: nothing it was running is to blame."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+class PredictGuard:
+    def __init__(self, *, timeout_s: float, threads: int, output_bytes: int, inflight_file: Path | None = None,
+                 on_stuck: Callable[[], None] | None = None):
+        self.timeout_s = timeout_s
+        self.output_bytes = output_bytes
+        self.inflight = Inflight(inflight_file, threads) if inflight_file else None
+        self.on_stuck = on_stuck
+        self.stuck = 0  # predicts that outlived their deadline and have not returned yet
+        self.recycle_at = max(1, threads // 2)
+        self._lock = threading.Lock()
+        self._pool = DaemonPool(threads, "mis-predict", on_start=self._name_thread)
+        install_output_capture()
+
+    def run(self, model_id: str, fn: Callable, *args) -> Any:
+        future = self._pool.submit(self._call, model_id, fn, args)
+        try:
+            return future.result(self.timeout_s)
+        except FutureTimeout:
+            with self._lock:
+                self.stuck += 1
+                recycle = self.stuck >= self.recycle_at
+            future.add_done_callback(self._unstick)
+            log.error("model %s: predict still running after %s s; %d predict(s) stuck in this worker",
+                      model_id, self.timeout_s, self.stuck)
+            if recycle and self.on_stuck:
+                self.on_stuck()
+            raise PredictTimeout(f"model {model_id!r} did not answer within {self.timeout_s} s",
+                                 model_id=model_id, timeout_s=self.timeout_s) from None
+
+    def close(self) -> None:
+        if self.inflight:
+            self.inflight.remove()
+
+    def _call(self, model_id: str, fn: Callable, args: tuple) -> Any:
+        if self.inflight:
+            self.inflight.set(_local.index, model_id)
+        try:
+            with captured_output(model_id, self.output_bytes, "predict"):
+                return fn(*args)
+        finally:
+            if self.inflight:
+                self.inflight.set(_local.index, "")
+
+    def _unstick(self, _future) -> None:
+        with self._lock:
+            self.stuck -= 1
+
+    @staticmethod
+    def _name_thread(index: int) -> None:
+        _local.index = index
+
+
+# -- model output ------------------------------------------------------------------------------
+
+class _Capture:
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.kept = io.StringIO()
+        self.total = 0
+
+    def write(self, text: str) -> None:
+        room = self.limit - self.kept.tell()
+        if room > 0:
+            self.kept.write(text[:room])
+        self.total += len(text)
+
+
+class _Routed(io.TextIOBase):
+    """Stands in for sys.stdout / sys.stderr: a thread that is capturing writes to its capture,
+    every other thread to the real stream."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        capture = getattr(_local, "capture", None)
+        if capture is None:
+            return self.stream.write(text)
+        capture.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+
+def install_output_capture() -> None:
+    if not isinstance(sys.stdout, _Routed):
+        sys.stdout = _Routed(sys.stdout)
+    if not isinstance(sys.stderr, _Routed):
+        sys.stderr = _Routed(sys.stderr)
+
+
+@contextlib.contextmanager
+def captured_output(model_id: str, limit: int, during: str) -> Iterator[None]:
+    """Collect what this thread prints while model code runs; log it once, capped, with the model id."""
+    outer = getattr(_local, "capture", None)
+    _local.capture = capture = _Capture(limit)
+    try:
+        yield
+    finally:
+        _local.capture = outer
+        if capture.total:
+            more = f" ({capture.total - capture.kept.tell()} more characters dropped)" if capture.total > limit else ""
+            log.info("model %s wrote during %s: %r%s", model_id, during, capture.kept.getvalue(), more)

@@ -1,0 +1,398 @@
+"""The gunicorn worker class: asyncio reads HTTP, a thread pool runs the WSGI app.
+
+gunicorn's sync worker gives each connection a whole process, so a few clients trickling their
+headers, or as many requests as there are workers to a model that hangs, stop everything. Here
+one event loop per worker reads every connection with httptools and enforces the header, body and
+idle deadlines; only a complete request (body buffered, spooled to disk when large) reaches the
+app, on one of a few threads. So:
+
+- slow or idle clients cost a socket and a timer, never a thread;
+- a request the app has not answered within `MIS_TIMEOUT_S` is answered 504 and its thread
+  abandoned; a worker with too many abandoned threads stops accepting, finishes what it holds
+  and exits, and gunicorn starts a fresh one;
+- every answer the worker writes itself (400, 408, 413, 414, 431, 503, 504) is JSON shaped like
+  the app's errors, and a too-large body is drained (bounded) before the 413 so the client,
+  still sending, can read it;
+- chunked bodies and `Expect: 100-continue` work, with the same limits as Content-Length ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from email.utils import formatdate
+from urllib.parse import unquote_to_bytes
+
+import httptools
+from gunicorn.workers.base import Worker as GunicornWorker
+
+from .config import Config
+from .threads import DaemonPool
+
+log = logging.getLogger(__name__)
+
+SPOOL_BYTES = 1024 * 1024  # request bodies above this go to a temporary file
+DRAIN_BYTES = 128 * 1024 * 1024  # read (and drop) at most this much of a refused body before closing
+DRAIN_SECONDS = 10.0
+HEARTBEAT_S = 1.0
+
+REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
+
+
+def error_body(status: int, message: str) -> bytes:
+    code = REASONS[status].lower().replace(" ", "_")
+    return json.dumps({"error": message, "code": code}).encode()
+
+
+class Limits:
+    """What one connection may send, from gunicorn's settings and the MIS_* ones."""
+
+    def __init__(self, cfg, config: Config, app):
+        self.request_line = cfg.limit_request_line or 8190
+        self.header_count = cfg.limit_request_fields or 100
+        self.header_bytes = cfg.limit_request_field_size or 8190
+        self.header_timeout = config.header_timeout_s
+        self.body_timeout = config.body_timeout_s
+        self.keepalive = cfg.keepalive
+        self.request_timeout = config.timeout_s
+        default = max(config.max_body_bytes, config.max_upload_bytes)
+        self.body_limit = getattr(app, "body_limit", lambda path: default)
+
+
+class Worker(GunicornWorker):
+    """gunicorn worker class `server.worker.Worker`."""
+
+    def run(self) -> None:
+        config = Config.from_env()
+        self.limits = Limits(self.cfg, config, self.wsgi)
+        self.pool = DaemonPool(self.cfg.threads, "mis-request")
+        self.abandoned = 0  # app calls still running after their client was answered 504
+        self.max_abandoned = max(1, self.cfg.threads // 2)
+        self.connections: set[Connection] = set()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            getattr(self.wsgi, "on_shutdown", lambda: None)()
+            # Threads stuck in a model must not hold the process: leave without interpreter teardown.
+            logging.shutdown()
+            self.tmp.close()
+            os._exit(0)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(lambda: Connection(self), sock=listener.sock, backlog=self.cfg.backlog)
+                   for listener in self.sockets]
+        while self.alive:
+            self.notify()
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            if self.abandoned >= self.max_abandoned:
+                self.log.warning("worker %s holds %d abandoned requests: recycling", self.pid, self.abandoned)
+                break
+            await asyncio.sleep(HEARTBEAT_S)
+        await self._drain(servers)
+
+    async def _drain(self, servers) -> None:
+        """Stop accepting, let requests in progress finish (within graceful_timeout), then close."""
+        self.alive = False
+        for server in servers:
+            server.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
+            self.notify()
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.close()
+
+
+class Request:
+    def __init__(self):
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self.body_size = 0
+        self.body_limit = 0
+        self.method = b"GET"
+        self.version = "1.1"
+        self.keep_alive = False
+        self.started = time.monotonic()
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parse, enforce limits and deadlines, hand complete requests to the app."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.limits = worker.limits
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.request: Request | None = None  # the one being read
+        self.queue: list[Request] = []  # complete requests waiting for the app (pipelining)
+        self.busy = False  # a request is with the app
+        self.refused = False  # an error was answered: drain what the client still sends, then close
+        self.drain_left = DRAIN_BYTES
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_callback = None
+
+    # -- transport events ------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.worker.connections.add(self)
+        if len(self.worker.connections) > self.worker.cfg.worker_connections:
+            self.refuse(503, "the server has too many open connections; retry shortly")
+            return
+        self.arm(self.limits.header_timeout, self.header_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self.worker.connections.discard(self)
+        self.disarm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            self.drain_left -= len(data)
+            if self.drain_left <= 0:
+                self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.refuse(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            if not self.refused:
+                self.refuse(400, f"malformed HTTP request: {exc}")
+
+    def eof_received(self) -> bool:
+        return self.busy or bool(self.queue)  # keep the socket to answer what was already sent
+
+    # -- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.request = Request()
+        if self.timer is None or self.timer_callback != self.header_timeout:  # the keep-alive wait ended
+            self.arm(self.limits.header_timeout, self.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.request.url += url
+        if len(self.request.url) > self.limits.request_line:
+            self.refuse(414, f"the request target is longer than {self.limits.request_line} bytes")
+            raise httptools.HttpParserError("refused")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.request
+        request.headers.append((name, value))
+        request.header_bytes += len(name) + len(value)
+        if len(request.headers) > self.limits.header_count:
+            self.refuse(431, f"the request has more than {self.limits.header_count} header fields")
+            raise httptools.HttpParserError("refused")
+        if request.header_bytes > self.limits.header_bytes * 4 or len(name) + len(value) > self.limits.header_bytes:
+            self.refuse(431, f"the request headers are larger than {self.limits.header_bytes} bytes")
+            raise httptools.HttpParserError("refused")
+
+    def on_headers_complete(self) -> None:
+        request = self.request
+        request.keep_alive = self.parser.should_keep_alive()
+        request.method = self.parser.get_method()
+        request.version = self.parser.get_http_version()
+        path = httptools.parse_url(request.url or b"/").path or b"/"
+        request.body_limit = self.limits.body_limit(unquote_to_bytes(path).decode("latin-1"))
+        length = request.header(b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > request.body_limit:
+            self.refuse(413, f"the body of {int(length)} bytes is over the limit of {request.body_limit} bytes")
+            raise httptools.HttpParserError("refused")
+        if (request.header(b"expect") or b"").lower() == b"100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.arm(self.limits.body_timeout, self.body_timeout)
+
+    def on_body(self, chunk: bytes) -> None:
+        request = self.request
+        request.body_size += len(chunk)
+        if request.body_size > request.body_limit:
+            self.refuse(413, f"the body is over the limit of {request.body_limit} bytes")
+            raise httptools.HttpParserError("refused")
+        request.body.write(chunk)
+        self.arm(self.limits.body_timeout, self.body_timeout)  # the deadline is for silence, not for size
+
+    def on_message_complete(self) -> None:
+        self.disarm()
+        self.queue.append(self.request)
+        self.request = None
+        self.transport.pause_reading()  # one request at a time; the socket buffers the rest
+        if not self.busy:
+            self.loop.create_task(self.serve_queue())
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def serve_queue(self) -> None:
+        self.busy = True
+        try:
+            while self.queue and not self.refused:
+                request = self.queue.pop(0)
+                status, headers, body = await self.call_app(request)
+                keep_alive = request.keep_alive and self.worker.alive
+                self.respond(status, headers, body, keep_alive, head=request.method == b"HEAD")
+                if not keep_alive:
+                    self.close()
+                    return
+        finally:
+            self.busy = False
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+            self.arm(self.limits.keepalive, self.idle_timeout)
+
+    async def call_app(self, request: Request) -> tuple[str, list, bytes]:
+        future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, self.environ(request))
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.limits.request_timeout)
+        except asyncio.TimeoutError:
+            self.worker.abandoned += 1
+            future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self._unabandon))
+            log.error("request %s timed out after %s s; its thread is abandoned", _target(request),
+                      self.limits.request_timeout)
+            return _error(504, f"the server gave up on this request after {self.limits.request_timeout} s")
+        except Exception:
+            log.exception("the app failed on %s", _target(request))
+            return _error(500, "internal server error; the server log has the details")
+
+    def _unabandon(self) -> None:
+        self.worker.abandoned -= 1
+
+    def environ(self, request: Request) -> dict:
+        url = httptools.parse_url(request.url or b"/")
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        peer = self.transport.get_extra_info("peername") or ("", 0)
+        request.body.seek(0)
+        environ = {
+            "REQUEST_METHOD": request.method.decode("latin-1"),
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
+            "QUERY_STRING": (url.query or b"").decode("latin-1"),
+            "SERVER_NAME": str(host),
+            "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": f"HTTP/{request.version}",
+            "REMOTE_ADDR": str(peer[0]),
+            "REMOTE_PORT": str(peer[1]),
+            "CONTENT_LENGTH": str(request.body_size),  # also for chunked bodies: the app sees their length
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": request.body,
+            "wsgi.input_terminated": True,
+            "wsgi.errors": _LogStream(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, value in request.headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+                continue
+            key = key if key == "CONTENT_TYPE" else f"HTTP_{key}"
+            text = value.decode("latin-1")
+            environ[key] = f"{environ[key]},{text}" if key in environ else text
+        return environ
+
+    def respond(self, status: str, headers: list, body: bytes, keep_alive: bool, head: bool = False) -> None:
+        lines = [f"HTTP/1.1 {status}", f"Date: {formatdate(usegmt=True)}", "Server: mis"]
+        lines += [f"{name}: {value}" for name, value in headers
+                  if name.lower() not in ("content-length", "connection", "date", "server")]
+        lines += [f"Content-Length: {len(body)}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer an error the worker found itself, then close once the client stops sending."""
+        if self.refused or self.transport.is_closing():
+            return
+        self.refused = True
+        status_line, headers, body = _error(status, message)
+        self.respond(status_line, headers, body, keep_alive=False)
+        # Closing now would make the kernel reset the connection while the client is still sending
+        # its body, and it would never read the answer. Read and drop a bounded amount first: what
+        # is left of a declared body, or whatever comes within DRAIN_SECONDS.
+        length = self.request.header(b"content-length") if self.request else None
+        if length is not None and length.strip().isdigit():
+            self.drain_left = min(DRAIN_BYTES, int(length) - self.request.body_size)
+        if self.drain_left <= 0:
+            self.close()
+            return
+        self.transport.resume_reading()
+        self.arm(DRAIN_SECONDS, self.close)
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def arm(self, seconds: float, callback) -> None:
+        self.disarm()
+        self.timer_callback = callback
+        self.timer = self.loop.call_later(seconds, callback)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def idle_timeout(self) -> None:
+        self.close()  # no request started on this connection: nothing to answer
+
+    def header_timeout(self) -> None:
+        if self.request is not None:  # a request was begun: say why it is dropped
+            self.refuse(408, f"the request headers did not arrive within {self.limits.header_timeout} s")
+        self.close()
+
+    def body_timeout(self) -> None:
+        self.refuse(408, f"the request body stalled for {self.limits.body_timeout} s")
+        self.close()
+
+    def close(self) -> None:
+        self.disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def run_wsgi(app, environ: dict) -> tuple[str, list, bytes]:
+    """Call the WSGI app on a pool thread and collect its whole answer."""
+    started: list = []
+
+    def start_response(status, headers, exc_info=None):
+        started[:] = [status, headers]
+
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return started[0], started[1], body
+
+
+def _error(status: int, message: str) -> tuple[str, list, bytes]:
+    return f"{status} {REASONS[status]}", [("Content-Type", "application/json")], error_body(status, message)
+
+
+def _target(request: Request) -> str:
+    return request.url[:200].decode("latin-1")
+
+
+class _LogStream:
+    """wsgi.errors: what the app writes there goes to the log."""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            log.error("%s", text.rstrip())
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
