@@ -34,9 +34,13 @@ RECORD = 256  # bytes per in-flight record: a model id is at most 255 characters
 _local = threading.local()
 
 
+def inflight_dir(master_pid: int) -> Path:
+    """Where the workers of the gunicorn master `master_pid` keep their in-flight records."""
+    return Path(tempfile.gettempdir()) / f"mis-{master_pid}"
+
+
 def inflight_path(master_pid: int, worker_pid: int) -> Path:
-    """Where a worker of the gunicorn master `master_pid` keeps its in-flight records."""
-    return Path(tempfile.gettempdir()) / f"mis-{master_pid}" / f"{worker_pid}.inflight"
+    return inflight_dir(master_pid) / f"{worker_pid}.inflight"
 
 
 def models_in_flight(path: Path) -> list[str]:

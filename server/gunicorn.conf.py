@@ -1,11 +1,13 @@
 """gunicorn settings, all derived from the MIS_* variables (server/config.py)."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 from server.app import blame_dead_worker
 from server.config import Config
+from server.guard import inflight_dir
 
 _config = Config.from_env()
 
@@ -48,3 +50,7 @@ def child_exit(server, worker):
         return
     if models:
         server.log.error("worker %s died while predicting with %s", worker.pid, ", ".join(models))
+
+
+def on_exit(server):
+    shutil.rmtree(inflight_dir(os.getpid()), ignore_errors=True)

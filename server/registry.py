@@ -148,15 +148,21 @@ class Registry:
     # -- load / upload / remove ------------------------------------------------------------
 
     def load(self, model_id: str) -> tuple[str, float]:
-        """Load a catalog model everywhere; idempotent. Returns the status and the load time."""
+        """Load a catalog model everywhere; idempotent. Returns the status and the load time.
+        Loading a quarantined model is how an admin lifts its quarantine ("released")."""
         self.sync()
         with self._lock:
+            released = model_id in self._quarantined and self.store.release(model_id)
             if model_id in self._models:
                 self.store.mark_loaded(model_id)
-                return "already_loaded", 0.0
+                return ("released" if released else "already_loaded"), 0.0
             started = time.perf_counter()
             loaded = self._open(self.describe(model_id))
-            self.store.mark_loaded(model_id)
+            try:
+                self.store.mark_loaded(model_id)
+            except BaseException:
+                loaded.runtime.close()  # not recorded (a full or read-only store): not loaded here either
+                raise
             self._models[model_id] = loaded
             return "loaded", 1000 * (time.perf_counter() - started)
 
@@ -165,8 +171,10 @@ class Registry:
         return self.store.receive(stream, self.max_upload_bytes)
 
     def upload(self, staged: Path, name: str, version: str, env: str | None) -> ModelInfo:
-        """Store and load a staged artifact; on any failure nothing stays in the store."""
+        """Store and load a staged artifact: afterwards it is stored, listed and loaded everywhere, or,
+        on any failure (a full or read-only store included), nothing of it is in the store."""
         model_id = f"upload-{uuid.uuid4().hex}"
+        loaded = None
         try:
             unpacked = self.store.unpack(model_id, staged)
             info = ModelInfo(
@@ -182,13 +190,23 @@ class Registry:
             )
             loaded = self._open(info)
             self.store.save_upload(info, staged)
+            with self._lock:
+                self.store.mark_loaded(model_id)  # from here on every worker loads it
+                self._models[model_id] = loaded
         except BaseException:
-            self.store.discard_unpacked(model_id)
+            if loaded is not None:
+                loaded.runtime.close()
+            self._forget_upload(model_id)
             raise
-        with self._lock:
-            self.store.mark_loaded(model_id)
-            self._models[model_id] = loaded
         return info
+
+    def _forget_upload(self, model_id: str) -> None:
+        """Undo a failed upload as far as the store allows; the client gets the upload's own error."""
+        for undo in (self.store.delete_upload, self.store.discard_unpacked):
+            try:
+                undo(model_id)
+            except MISError as exc:
+                log.error("could not undo the failed upload %s: %s", model_id, exc.message)
 
     def remove(self, model_id: str) -> None:
         """Unload everywhere; an uploaded model is deleted too (the catalog's copy stays)."""
@@ -211,7 +229,7 @@ class Registry:
                 runtime = open_runtime(info.id, self._local_artifact(info))
         except MISError:
             raise
-        except Exception as exc:  # score.py / model files are foreign code: any failure is the model's
+        except (Exception, SystemExit) as exc:  # foreign code: any failure is the model's
             log.exception("model %s failed to load", info.id)
             raise ModelLoadFailed(f"model {info.id!r} failed to load: {_describe(exc)}", model_id=info.id) from None
         return LoadedModel(info=info, runtime=runtime)
@@ -245,7 +263,7 @@ class Registry:
         except MISError:
             loaded.errors += 1
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # foreign code: even sys.exit() is only its failure
             loaded.errors += 1
             raise ModelPredictFailed(
                 f"model {model_id!r} failed to score the input: {_describe(exc)}", model_id=model_id

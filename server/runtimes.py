@@ -4,20 +4,29 @@
   module name of its own, `load_model()` is called once, then `predict(data, model=...)` per request.
 - `SklearnRuntime`, `XGBoostRuntime`, `LightGBMRuntime`: native model files scored on a numpy
   matrix, calling the booster directly where that gives the wrapper's output without its overhead.
+
+Every body is read by one reader (`read_table`) and checked in one place (`check_features`), for
+ADS artifacts and native models alike. Missing values: null and NaN mean "missing" and reach the
+model as NaN; +/-Infinity is refused (422).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.util
+import io
 import itertools
 import json
+import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import numpy as np
+import pandas as pd
 
 from .errors import InvalidInput
 
@@ -26,6 +35,7 @@ _module_numbers = itertools.count()
 
 class Runtime(Protocol):
     n_features: int | None
+    feature_names: list[str] | None
 
     def predict(self, payload: Any) -> Any: ...
 
@@ -46,39 +56,148 @@ def open_runtime(model_id: str, path: Path) -> Runtime:
     raise ValueError(f"no runtime for a model file named {path.name!r}")
 
 
-def rows_of(payload: Any) -> Any:
-    """The rows of a scoring body: a list of rows, one row, or {"data": rows}."""
-    if isinstance(payload, dict):
-        if "data" not in payload:
-            raise InvalidInput('expected a list of rows, one row, or {"data": rows}')
-        return payload["data"]
-    return payload
+# -- reading a scoring body ------------------------------------------------------------------
+#
+# One reader for every runtime. It reads a body as ADS's generated score.py deserializes it (see
+# server/demo.py), so the table it yields is what score.py would hand the model: the width and
+# column checks below then hold for ADS artifacts and native models alike.
+
+BODY_FORMS = ('a list of rows, one row, {"data": rows}, a dict of columns ({"name": [values]}), or ADS\'s '
+              '{"data": ..., "data_type": ...}')
 
 
-def check_width(width: int, n_features: int | None) -> None:
-    if n_features is not None and width != n_features:
-        raise InvalidInput(
-            f"expected {n_features} features per row, received {width}", expected=n_features, received=width
-        )
+@dataclass(frozen=True)
+class Table:
+    values: np.ndarray  # 2-D; float64 when every value is a number or null (null -> NaN), else object
+    columns: list[str] | None  # the names a column-shaped body gives its features, in the body's order
+    form: str  # "rows", "columns" (a dict of columns), "frame_json" (a DataFrame's JSON) or "array" (numpy)
+    source: Any  # the rows, the dict of columns, or the DataFrame's parsed JSON, as sent
 
 
-def to_matrix(payload: Any, n_features: int | None) -> np.ndarray:
-    rows = rows_of(payload)
+def ads_parts(payload: Any) -> tuple[Any, Any]:
+    """(data_type, data) as ADS's score.py unwraps a body: a dict's "data" key when it has one."""
+    if not isinstance(payload, dict):
+        return "", payload
+    data_type = payload.get("data_type", "")
+    if not isinstance(data_type, str):
+        raise InvalidInput("data_type must be a string such as \"<class 'pandas.core.frame.DataFrame'>\"")
+    return data_type, payload.get("data", payload)
+
+
+def read_table(payload: Any) -> Table:
+    """The body as a table; InvalidInput when it is not one."""
+    data_type, data = ads_parts(payload)
+    if "numpy.ndarray" in data_type:
+        array = _numpy_from_base64(data)
+        if array.ndim != 2:
+            raise InvalidInput(f"the numpy array has shape {list(array.shape)}; models take rows: send a 2-D "
+                               "array (shape (1, n) for one row)", received=list(array.shape))
+        return Table(_values(array), None, "array", data)
+    if "pandas.core.series.Series" in data_type:
+        raise InvalidInput("a pandas Series is one-dimensional and models take rows: send a DataFrame, a 2-D "
+                           "numpy array or rows")
+    if "pandas.core.frame.DataFrame" in data_type or isinstance(data, str):
+        # score.py runs pd.read_json on it, which takes a file path or URL as readily as JSON: only
+        # JSON text is a table here.
+        try:
+            parsed = json.loads(data)
+        except (TypeError, ValueError, RecursionError):
+            raise InvalidInput("a DataFrame is sent as its JSON text (DataFrame.to_json()); this data is not "
+                               "JSON text") from None
+        return _frame_table(pd.DataFrame, parsed, "frame_json")
+    if isinstance(data, dict):
+        return _frame_table(pd.DataFrame.from_dict, data, "columns")
+    return _rows_table(data)
+
+
+def _rows_table(data: Any) -> Table:
+    if not isinstance(data, list) or not data:
+        raise InvalidInput(f"expected {BODY_FORMS}")
     try:
-        matrix = np.asarray(rows, dtype=np.float64)
+        values = np.asarray(data, dtype=np.float64)  # the common case: numbers (and nulls) only
+    except (ValueError, TypeError):  # ragged, nested, or with strings (category names)
+        if not all(isinstance(row, list) and len(row) == len(data[0]) for row in data):
+            raise InvalidInput("rows must be lists of values, all of the same length") from None
+        values = np.asarray(data, dtype=object)
+    if values.ndim == 1:  # one row of numbers
+        values = values.reshape(1, -1)
+    return Table(_values(values), None, "rows", data)
+
+
+def _frame_table(make_frame, source: Any, form: str) -> Table:
+    """What pandas makes of `source` (as score.py does) as a table, with its column names."""
+    try:
+        frame = make_frame(source)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"the data cannot be read as a table: {exc}") from None
+    columns = None if isinstance(frame.columns, pd.RangeIndex) else [str(c) for c in frame.columns]
+    return Table(_values(frame.to_numpy()), columns, form, source)
+
+
+def _values(values: Any) -> np.ndarray:
+    try:
+        values = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidInput("rows must be lists of numbers, all of the same length", expected=n_features) from None
-    if matrix.ndim == 1:
-        matrix = matrix.reshape(1, -1)
-    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise InvalidInput(
-            f"expected rows of {n_features or 'n'} numbers (a 2-D array), received an array of shape "
-            f"{list(np.shape(rows))}",
-            expected=n_features,
-            received=list(np.shape(rows)),
-        )
-    check_width(matrix.shape[1], n_features)
-    return matrix
+        values = np.asarray(values, dtype=object)  # strings (category names) among the values
+        if not all(isinstance(v, (str, int, float, type(None))) for v in values.flat):
+            raise InvalidInput("values must be numbers, strings or null") from None
+    if values.ndim != 2 or 0 in values.shape:
+        raise InvalidInput(f"expected rows of values (a 2-D table), received an array of shape {list(values.shape)}",
+                           received=list(values.shape))
+    return values
+
+
+def _numpy_from_base64(data: Any) -> np.ndarray:
+    try:
+        array = np.load(io.BytesIO(base64.b64decode(data)), allow_pickle=False)
+    except (TypeError, ValueError, EOFError, OSError):  # binascii.Error is a ValueError
+        array = None
+    if not isinstance(array, np.ndarray):  # an .npz archive loads as something else
+        raise InvalidInput("data_type numpy.ndarray needs data to be the base64 text of numpy.save's output")
+    return array
+
+
+def check_features(table: Table, n_features: int | None, feature_names: list[str] | None) -> None:
+    """InvalidInput unless the table's columns are the model's features and its values are finite."""
+    if table.columns is not None and feature_names is not None:
+        sent, known = set(table.columns), set(feature_names)
+        missing = [name for name in feature_names if name not in sent]
+        unexpected = [name for name in table.columns if name not in known]
+        if missing or unexpected:
+            raise InvalidInput(f"the columns are not the model's features: missing {missing}, unexpected {unexpected}",
+                               missing=missing, unexpected=unexpected)
+    width = table.values.shape[1]
+    if n_features is not None and width != n_features:
+        raise InvalidInput(f"expected {n_features} features per row, received {width}",
+                           expected=n_features, received=width)
+    if _has_infinity(table.values):
+        raise InvalidInput("the input has non-finite values (Infinity); send null or NaN for a missing value")
+
+
+def _has_infinity(values: np.ndarray) -> bool:
+    if values.dtype == np.float64:
+        return bool(np.isinf(values).any())
+    return any(isinstance(v, float) and math.isinf(v) for v in values.flat)
+
+
+def native_matrix(payload: Any, runtime: Runtime) -> np.ndarray:
+    """The float matrix a native model scores, its columns in the model's order."""
+    table = read_table(payload)
+    check_features(table, runtime.n_features, runtime.feature_names)
+    if table.columns is not None and runtime.feature_names is None:
+        raise InvalidInput("this model does not name its features: send rows, with the values in the order it was "
+                           "trained on")
+    if table.values.dtype != np.float64:
+        raise InvalidInput("this model takes numbers (or null for a missing value) only")
+    return in_model_order(table, runtime.feature_names)
+
+
+def in_model_order(table: Table, feature_names: list[str] | None) -> np.ndarray:
+    """The table's values with the columns in the model's feature order (rows are already)."""
+    if table.columns is None or table.columns == feature_names:
+        return table.values
+    position = {name: i for i, name in enumerate(table.columns)}
+    return table.values[:, [position[name] for name in feature_names]]
 
 
 class ScoreModuleRuntime:
@@ -95,31 +214,53 @@ class ScoreModuleRuntime:
             sys.modules.pop(self.module_name, None)
             raise
         self._predict = module.predict
-        self.n_features = _schema_width(artifact_dir / "input_schema.json")
+        self.feature_names = _schema_names(artifact_dir / "input_schema.json")
+        self.n_features = len(self.feature_names) if self.feature_names else None
 
     def predict(self, payload: Any) -> Any:
-        # The body goes to score.py as-is, but for two conveniences: one row of numbers becomes a
-        # list of one row (as for native models), and a wrong row width is caught up front so the
-        # client hears what was expected rather than the framework's message.
-        if _is_one_row(payload):
-            payload = [payload]
-        rows = payload.get("data") if isinstance(payload, dict) else payload
-        if isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows):
-            for row in rows:
-                check_width(len(row), self.n_features)
-        result = self._predict(payload, model=self._model)
+        result = self._predict(self._checked(payload), model=self._model)
         if isinstance(result, dict) and set(result) == {"prediction"}:
             return result["prediction"]
         return result
+
+    def _checked(self, payload: Any) -> Any:
+        """The body for score.py, once checked against the input schema.
+
+        It goes as sent, but for what the checks settle: one row becomes a list of one row (as for
+        native models); a dict of columns is put in the schema's order, because score.py hands the
+        model a DataFrame and a model fitted on arrays takes its columns by position; and nulls in a
+        dict of numeric columns become NaN, because pandas makes an all-null column (one row with a
+        missing value) an object column, which XGBoost and LightGBM refuse.
+        """
+        try:
+            table = read_table(payload)
+        except InvalidInput:
+            if self.n_features is not None:
+                raise
+            return payload  # no input schema: a body that is not a table may be this score.py's own format
+        check_features(table, self.n_features, self.feature_names)
+        names = self.feature_names or table.columns
+        reordered = table.columns is not None and table.columns != names
+        if table.form == "rows" and not isinstance(table.source[0], list):
+            data = [table.source]
+        elif table.form == "columns" and table.values.dtype == np.float64 and (reordered or np.isnan(table.values).any()):
+            data = dict(zip(names, in_model_order(table, names).T.tolist()))
+        elif table.form in ("columns", "frame_json") and reordered:
+            data = _in_order(table.source, names)
+            data = json.dumps(data) if table.form == "frame_json" else data
+        else:
+            return payload
+        return {**payload, "data": data} if isinstance(payload, dict) and "data" in payload else data
 
     def close(self) -> None:
         sys.modules.pop(self.module_name, None)
 
 
-def _is_one_row(payload: Any) -> bool:
-    return isinstance(payload, list) and bool(payload) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in payload
-    )
+def _in_order(columns: Any, names: list[str]) -> Any:
+    """A dict of columns, or a DataFrame's records, with the columns in the order of `names`."""
+    if isinstance(columns, dict):
+        return {name: columns[name] for name in names}
+    return [{name: record.get(name) for name in names} for record in columns]
 
 
 @contextlib.contextmanager
@@ -151,13 +292,13 @@ def _artifact_imports(artifact_dir: Path) -> Iterator[None]:
         sys.modules.update(set_aside)
 
 
-def _schema_width(schema_file: Path) -> int | None:
-    """Number of input features in an ADS input_schema.json, when the artifact has one."""
+def _schema_names(schema_file: Path) -> list[str] | None:
+    """The input feature names in an ADS input_schema.json, when the artifact has one."""
     try:
         schema = json.loads(schema_file.read_text()).get("schema")
-    except (OSError, ValueError, AttributeError):
+        return [str(column["name"]) for column in schema] or None
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return None
-    return len(schema) if isinstance(schema, list) and schema else None
 
 
 class SklearnRuntime:
@@ -166,9 +307,11 @@ class SklearnRuntime:
 
         self._model = joblib.load(path)
         self.n_features = getattr(self._model, "n_features_in_", None)
+        names = getattr(self._model, "feature_names_in_", None)  # set when fitted on a DataFrame
+        self.feature_names = None if names is None else [str(name) for name in names]
 
     def predict(self, payload: Any) -> list:
-        return self._model.predict(to_matrix(payload, self.n_features)).tolist()
+        return self._model.predict(native_matrix(payload, self)).tolist()
 
     def close(self) -> None:
         pass
@@ -179,13 +322,14 @@ class _BoosterRuntime:
     binary classifiers compare with a threshold, multiclass ones take the argmax."""
 
     n_features: int | None
+    feature_names: list[str] | None
     binary_threshold: float | None = None
     multiclass: bool = False
 
     def scores(self, matrix: np.ndarray) -> np.ndarray: ...
 
     def predict(self, payload: Any) -> list:
-        scores = self.scores(to_matrix(payload, self.n_features))
+        scores = self.scores(native_matrix(payload, self))
         if self.binary_threshold is not None:
             return (scores > self.binary_threshold).astype(np.int64).tolist()
         if self.multiclass:
@@ -204,6 +348,7 @@ class XGBoostRuntime(_BoosterRuntime):
 
         self._booster = xgboost.Booster(model_file=str(path))
         self.n_features = self._booster.num_features() or None
+        self.feature_names = self._booster.feature_names  # None when fitted on an array
         objective = json.loads(self._booster.save_config())["learner"]["objective"]["name"]
         self.binary_threshold = {"binary:logistic": 0.5, "binary:logitraw": 0.0}.get(objective)
         self.multiclass = objective == "multi:softprob"
@@ -220,6 +365,7 @@ class LightGBMRuntime(_BoosterRuntime):
 
         self._booster = lightgbm.Booster(model_file=str(path))
         self.n_features = self._booster.num_feature() or None
+        self.feature_names = self._booster.feature_name()  # Column_0... when fitted on an array
         objective = str(self._booster.params.get("objective", ""))
         self.binary_threshold = 0.5 if objective in ("binary", "cross_entropy") else None
         self.multiclass = objective in ("multiclass", "softmax", "multiclassova")

@@ -8,29 +8,56 @@
     quarantine.json     models refused until an admin reloads them, and strikes counting towards it
     tmp/                staging for uploads and extraction, then renamed into place
 
-Every write is staged and renamed so a reader in another process never sees half of it.
+Every write is staged and renamed so a reader in another process never sees half of it, and a
+write that fails removes what it staged, so a full or read-only disk leaves nothing half-saved.
+Storage faults reach callers as typed errors (`storage_fault`): a full store is 507, a read-only,
+absent or failing one 503.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import stat
 import tempfile
 import time
+import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
 from .catalog import ModelInfo, read_entry, validate_model_id, write_entry
-from .errors import InvalidArtifact, PayloadTooLarge
+from .errors import InsufficientStorage, InvalidArtifact, MISError, PayloadTooLarge, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 REQUIRED_MEMBERS = ("score.py", "runtime.yaml")
 MAX_MEMBERS = 10_000
 _CHUNK = 1024 * 1024
+
+# A staging entry nothing has written to for this long belongs to a process that died (killed
+# mid-upload, crashed): far longer than any upload, extraction or model load takes.
+STALE_STAGING_S = 3600.0
+
+# What the errno of a failed store operation means for the client; any other errno is a bug (500).
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_UNAVAILABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE, errno.ENOTCONN,
+                errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH}
+
+
+def storage_fault(exc: OSError, action: str) -> MISError | None:
+    """The typed error for a store operation (`action`, e.g. "save the upload") that failed with
+    `exc`, or None when `exc` is no storage fault. The message says what failed, not where."""
+    if exc.errno in _FULL:
+        return InsufficientStorage(f"the model store is full: could not {action} ({exc.strerror})")
+    if exc.errno in _UNAVAILABLE:
+        return StoreUnavailable(f"the model store is unavailable: could not {action} ({exc.strerror})")
+    return None
 
 
 class LocalStore:
@@ -42,13 +69,43 @@ class LocalStore:
         self.tmp = root / "tmp"
         self.state_file = root / "state.json"
         self.quarantine_file = root / "quarantine.json"
+        try:
+            self._make_layout()
+        except OSError as exc:
+            # A read-only or absent store must not stop the worker: its operations answer 503
+            # until the store is back, and the first write then lays it out.
+            if storage_fault(exc, "prepare the store") is None:
+                raise
+            log.warning("the model store cannot be prepared yet: %s", exc)
+        sweep_staging(root)
+
+    def _make_layout(self) -> None:
         for directory in (self.uploads, self.artifacts, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _io(self, action: str) -> Iterator[None]:
+        """Runs one store operation: an OSError that is a storage fault leaves as a typed error."""
+        try:
+            yield
+        except OSError as exc:
+            fault = storage_fault(exc, action)
+            if fault is None:
+                raise
+            log.warning("could not %s: %s", action, exc)  # the operator's log keeps the path
+            raise fault from exc
+
+    def _new_staging_dir(self) -> Path:
+        self._make_layout()  # the store may have been read-only when this process started
+        return Path(tempfile.mkdtemp(dir=self.tmp))
 
     # -- uploaded models -------------------------------------------------------------------
 
     def list_uploads(self) -> list[ModelInfo]:
-        found = (read_entry(d, "upload") for d in sorted(self.uploads.iterdir()) if not d.name.startswith("."))
+        with self._io("list the uploaded models"):
+            if not self.uploads.is_dir():  # never laid out: the store was read-only from the start
+                return []
+            found = [read_entry(d, "upload") for d in sorted(self.uploads.iterdir()) if not d.name.startswith(".")]
         return [info for info in found if info is not None]
 
     def get_upload(self, model_id: str) -> ModelInfo | None:
@@ -58,28 +115,37 @@ class LocalStore:
         return self.uploads / validate_model_id(model_id) / "artifact.zip"
 
     def save_upload(self, info: ModelInfo, artifact_zip: Path) -> None:
-        staging = Path(tempfile.mkdtemp(dir=self.tmp))
-        shutil.move(artifact_zip, staging / "artifact.zip")
-        write_entry(staging, info)
-        os.rename(staging, self.uploads / validate_model_id(info.id))
+        """Store an upload (moving `artifact_zip` in): it appears whole, or not at all."""
+        with self._io("save the upload"):
+            staging = self._new_staging_dir()
+            try:
+                shutil.move(artifact_zip, staging / "artifact.zip")
+                write_entry(staging, info)
+                os.rename(staging, self.uploads / validate_model_id(info.id))
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
 
     def delete_upload(self, model_id: str) -> None:
-        _remove_tree(self.uploads / validate_model_id(model_id), self.tmp)
+        with self._io("delete the upload"):
+            self._remove_tree(self.uploads / validate_model_id(model_id))
 
     def receive(self, stream: BinaryIO, limit: int) -> Path:
         """Copy an incoming artifact to a staging file, refusing more than `limit` bytes."""
-        handle, name = tempfile.mkstemp(dir=self.tmp, suffix=".zip")
-        written = 0
-        try:
-            with os.fdopen(handle, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    written += len(chunk)
-                    if written > limit:
-                        raise PayloadTooLarge(f"upload is larger than the limit of {limit} bytes", limit=limit)
-                    out.write(chunk)
-        except BaseException:
-            os.unlink(name)
-            raise
+        with self._io("receive the upload"):
+            self._make_layout()
+            handle, name = tempfile.mkstemp(dir=self.tmp, suffix=".zip")
+            written = 0
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    while chunk := stream.read(_CHUNK):
+                        written += len(chunk)
+                        if written > limit:
+                            raise PayloadTooLarge(f"upload is larger than the limit of {limit} bytes", limit=limit)
+                        out.write(chunk)
+            except BaseException:
+                os.unlink(name)
+                raise
         return Path(name)
 
     # -- unpacked artifacts ----------------------------------------------------------------
@@ -87,45 +153,62 @@ class LocalStore:
     def unpack(self, model_id: str, artifact_zip: Path) -> Path:
         """The model's artifact extracted once (validated first); reused when already there."""
         target = self.artifacts / validate_model_id(model_id)
-        if target.is_dir():
-            return target
-        staging = Path(tempfile.mkdtemp(dir=self.tmp))
-        try:
-            extract_artifact(artifact_zip, staging, self.max_artifact_bytes)
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():  # a rename lost to another worker's identical extraction is fine
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with self._io("unpack the model's artifact"):
+            if target.is_dir():  # reused as it is: no write, so this works on a read-only store
+                return target
+            staging = self._new_staging_dir()
+            try:
+                extract_artifact(artifact_zip, staging, self.max_artifact_bytes)
+                os.rename(staging, target)
+            except OSError:
+                if not target.is_dir():  # a rename lost to another worker's identical extraction is fine
+                    raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def discard_unpacked(self, model_id: str) -> None:
-        _remove_tree(self.artifacts / validate_model_id(model_id), self.tmp)
+        with self._io("delete the unpacked artifact"):
+            self._remove_tree(self.artifacts / validate_model_id(model_id))
+
+    def _remove_tree(self, path: Path) -> None:
+        """Rename out of sight first so no reader sees a half-deleted directory. Renamed to a new
+        name in tmp/ rather than into a new folder there: a full disk may have no room for one."""
+        if not path.exists():
+            return
+        doomed = self.tmp / f"deleted-{uuid.uuid4().hex}"
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     # -- shared state ----------------------------------------------------------------------
 
     def state_signature(self) -> tuple:
         """Changes whenever state.json or quarantine.json is replaced: a worker then reconciles."""
-        return _file_signature(self.state_file), _file_signature(self.quarantine_file)
+        with self._io("read the model state"):
+            return _file_signature(self.state_file), _file_signature(self.quarantine_file)
 
     def loaded_ids(self) -> frozenset[str]:
-        try:
-            return frozenset(json.loads(self.state_file.read_text()).get("loaded", []))
-        except FileNotFoundError:
-            return frozenset()
+        with self._io("read the model state"):
+            try:
+                return frozenset(json.loads(self.state_file.read_text()).get("loaded", []))
+            except FileNotFoundError:
+                return frozenset()
 
     def mark_loaded(self, model_id: str) -> None:
+        if model_id in self.loaded_ids():
+            return  # nothing to write, so an idempotent load answers on a read-only store too
         with self._state() as loaded:
             loaded.add(model_id)
 
     def mark_removed(self, model_id: str) -> None:
+        if model_id not in self.loaded_ids():
+            return
         with self._state() as loaded:
             loaded.discard(model_id)
 
     @contextlib.contextmanager
     def _state(self) -> Iterator[set[str]]:
-        with self._locked():
+        with self._io("save the model state"), self._locked():
             loaded = set(self.loaded_ids())
             before = set(loaded)
             yield loaded
@@ -135,6 +218,7 @@ class LocalStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Every writer of the shared files (state.json, quarantine.json) holds this lock."""
+        self._make_layout()  # the store may have been read-only when this process started
         with open(self.root / "state.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -142,9 +226,13 @@ class LocalStore:
     def _replace_json(self, path: Path, data: dict) -> None:
         """Written aside, then renamed over: a reader in another process never sees half of it."""
         handle, name = tempfile.mkstemp(dir=self.tmp)
-        with os.fdopen(handle, "w") as out:
-            json.dump(data, out)
-        os.replace(name, path)
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(data, out)
+            os.replace(name, path)
+        except BaseException:
+            os.unlink(name)  # a full disk leaves no half-written copy behind
+            raise
 
     # -- quarantine ------------------------------------------------------------------------
     # quarantine.json: {"quarantined": {id: reason}, "strikes": {id: [unix times]}}. Strikes come
@@ -243,10 +331,35 @@ def _file_signature(path: Path) -> tuple | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _remove_tree(path: Path, tmp: Path) -> None:
-    """Rename out of sight first so no reader sees a half-deleted directory."""
-    if not path.exists():
-        return
-    doomed = Path(tempfile.mkdtemp(dir=tmp)) / path.name
-    os.rename(path, doomed)
-    shutil.rmtree(doomed.parent, ignore_errors=True)
+def sweep_staging(root: Path, older_than_s: float = STALE_STAGING_S) -> None:
+    """Delete what uploads, extractions and state writes killed midway left in the store's tmp/.
+
+    Workers start (and are restarted) while others are mid-upload, so by default only entries
+    nothing has written to for `older_than_s` go. gunicorn's master may pass 0 before it forks
+    the workers, when every entry is a leftover.
+    """
+    deadline = time.time() - older_than_s
+    tmp = root / "tmp"
+    try:
+        for entry in list(tmp.iterdir()) if tmp.is_dir() else []:
+            try:
+                if _last_written(entry) > deadline:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except FileNotFoundError:
+                continue  # another worker swept it first
+    except OSError as exc:  # a read-only or failing store: a later start sweeps
+        log.warning("could not sweep the store's staging leftovers: %s", exc)
+
+
+def _last_written(path: Path) -> float:
+    """The newest mtime in a staging entry: an extraction in progress keeps writing its files."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):
+            for name in dirs + files:
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return newest

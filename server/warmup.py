@@ -1,15 +1,33 @@
 """Loads the configured models in the background so the worker answers liveness at once and
-readiness only when they are in."""
+readiness only when they are in.
+
+A store that fails (read-only, full, unreachable) is waited for, not reported as a failure: the
+warmup retries with capped exponential backoff, so readiness comes back by itself with the store.
+A model that fails to load is a failure, reported by readiness until the worker restarts.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
+from typing import Iterator
 
-from .errors import MISError
+from .errors import InsufficientStorage, MISError, StoreUnavailable
 from .registry import Registry
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+_STORE_FAULTS = (StoreUnavailable, InsufficientStorage)
+
+
+def retry_delays() -> Iterator[float]:
+    """0.5, 1, 2, 4, 8, 10, 10, ... seconds."""
+    for attempt in itertools.count():
+        yield min(RETRY_FIRST_S * 2**attempt, RETRY_MAX_S)
 
 
 class Warmup:
@@ -26,21 +44,33 @@ class Warmup:
 
     def run(self) -> None:
         try:
-            self.registry.sync()  # what other workers (or the last run) already loaded
             wanted = self.preload if self.preload is not None else tuple(self.registry.all_catalog_ids())
             self.pending = set(wanted)
-            for model_id in wanted:
+            for delay in retry_delays():
                 try:
-                    self.registry.load(model_id)
-                except MISError as exc:
-                    log.error("preloading %s failed: %s", model_id, exc.message)
-                    self.failed[model_id] = exc.message
-                self.pending.discard(model_id)
+                    self._load_pending(wanted)
+                    return
+                except _STORE_FAULTS as exc:
+                    log.warning("warmup waits for the model store, next try in %g s: %s", delay, exc.message)
+                    time.sleep(delay)
         except Exception as exc:  # never let a broken catalog kill the worker: report it as not ready
             log.exception("warmup failed")
             self.failed["*"] = str(exc)
         finally:
             self._done.set()
+
+    def _load_pending(self, wanted: tuple[str, ...]) -> None:
+        """Load what is still pending, in the configured order; a store fault stops the pass."""
+        self.registry.sync()  # what other workers (or the last run) already loaded
+        for model_id in [m for m in wanted if m in self.pending]:
+            try:
+                self.registry.load(model_id)
+            except _STORE_FAULTS:
+                raise
+            except MISError as exc:
+                log.error("preloading %s failed: %s", model_id, exc.message)
+                self.failed[model_id] = exc.message
+            self.pending.discard(model_id)
 
     @property
     def done(self) -> bool:

@@ -69,6 +69,7 @@ class Worker(GunicornWorker):
     """gunicorn worker class `server.worker.Worker`."""
 
     def run(self) -> None:
+        guard_exit_codes()
         config = Config.from_env()
         self.limits = Limits(self.cfg, config, self.wsgi)
         self.pool = DaemonPool(self.cfg.threads, "mis-request")
@@ -357,6 +358,18 @@ class Connection(asyncio.Protocol):
         self.disarm()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+def guard_exit_codes() -> None:
+    """gunicorn's master shuts the whole server down when a worker exits with code 3 or 4 (its
+    "failed to boot" / "app failed to load" codes). Once booted, a model calling os._exit(3) must
+    only cost its worker, so those codes become 1 here."""
+    real_exit = os._exit
+
+    def _exit(code: int) -> None:
+        real_exit(1 if code in (3, 4) else code)
+
+    os._exit = _exit
 
 
 def run_wsgi(app, environ: dict) -> tuple[str, list, bytes]:

@@ -1,11 +1,18 @@
 import io
+import multiprocessing
+import os
+import sys
+import time
+import zipfile
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
 import pytest
 
 from server.errors import InvalidArtifact, InvalidModelId, PayloadTooLarge
-from server.store import LocalStore
+from server.store import LocalStore, sweep_staging
 
-from .zips import helper_artifact, hostile_zips
+from .zips import bomb_artifact, helper_artifact, hostile_zips
 
 MiB = 1024 * 1024
 
@@ -19,16 +26,76 @@ def leftovers(store: LocalStore) -> list:
     return [p for d in (store.artifacts, store.tmp, store.uploads) for p in d.iterdir()]
 
 
+def escape_targets(store: LocalStore, archive: Path) -> list[Path]:
+    """Where the archive's members would land outside the store's staging area if extraction
+    followed their paths: staging is a folder in tmp/, so '../../evil.py' lands in the store's
+    root and '/tmp/evil.py' at /tmp."""
+    if not zipfile.is_zipfile(archive):
+        return []
+    staging = store.tmp / "staging"
+    landing = (Path(os.path.normpath(staging / name)) for name in zipfile.ZipFile(archive).namelist())
+    return [path for path in landing if not path.is_relative_to(store.tmp)]
+
+
+def fingerprint(path: Path) -> tuple | None:
+    return (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
+
+
 @pytest.mark.parametrize("kind", [
     "not a zip", "no score.py", "no runtime.yaml", "nested score.py", "absolute path", "parent path", "symlink",
     "zip bomb", "lying zip bomb"])
 def test_hostile_zip_is_refused_and_leaves_nothing(store, tmp_path, kind):
     archive = hostile_zips(tmp_path / "zips")[kind]
-    with pytest.raises((InvalidArtifact, PayloadTooLarge)) as caught:
+    targets = escape_targets(store, archive)
+    if kind in ("absolute path", "parent path"):
+        assert targets, "the hostile member must have somewhere outside the staging area to land"
+    before = {path: fingerprint(path) for path in targets}
+    try:
+        with pytest.raises((InvalidArtifact, PayloadTooLarge)) as caught:
+            store.unpack("model-1", archive)
+        assert caught.value.status in (400, 413)
+        assert leftovers(store) == []
+        assert {path: fingerprint(path) for path in targets} == before, "a member escaped the staging area"
+    finally:
+        for path, was in before.items():
+            if was is None and path.is_file():  # put back what an escaping member created
+                path.unlink()
+
+
+def lie_about_size(archive: Path, member: str, claimed: int) -> Path:
+    """Make the zip's central directory and the member's local header both claim `claimed` bytes
+    (uncompressed) for `member`; the compressed data and its CRC stay the real ones."""
+    data = bytearray(archive.read_bytes())
+    name = member.encode()
+    for signature, name_at, size_at in ((b"PK\x03\x04", 30, 22), (b"PK\x01\x02", 46, 24)):
+        start = data.find(signature)
+        while start != -1:
+            if data[start + name_at : start + name_at + len(name)] == name:
+                data[start + size_at : start + size_at + 4] = claimed.to_bytes(4, "little")
+            start = data.find(signature, start + 4)
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+def test_extraction_counts_real_bytes_not_what_the_zip_directory_claims(store, tmp_path, monkeypatch):
+    """A member that inflates to 8 MiB while the zip directory says 1 KiB (limit: 1 MiB).
+
+    CPython's reader stops at the size the directory claims (and then fails the CRC), so to see
+    what the store itself guarantees, the reader here trusts the compressed data instead, as
+    other unzip implementations do: the byte budget counted while extracting must stop it.
+    """
+    archive = lie_about_size(bomb_artifact(tmp_path / "liar.zip", 8 * MiB), "model.bin", 1024)
+    assert zipfile.ZipFile(archive).getinfo("model.bin").file_size == 1024
+    trusting_init = zipfile.ZipExtFile.__init__
+
+    def read_to_the_end_of_the_data(self, *args, **kwargs):
+        trusting_init(self, *args, **kwargs)
+        self._left = sys.maxsize  # ignore the claimed size: inflate everything that is there
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "__init__", read_to_the_end_of_the_data)
+    with pytest.raises(PayloadTooLarge, match="expands past the limit of 1048576 bytes"):
         store.unpack("model-1", archive)
-    assert caught.value.status in (400, 413)
     assert leftovers(store) == []
-    assert not (tmp_path / "evil.py").exists() and not (tmp_path.parent / "evil.py").exists()
 
 
 def test_zip_bomb_reports_the_limit(store, tmp_path):
@@ -72,3 +139,68 @@ def test_state_is_shared_and_signals_changes(tmp_path):
     first.mark_loaded("b")
     first.mark_removed("a")
     assert second.state_signature() != signature and second.loaded_ids() == {"b"}
+
+
+WRITERS, ROUNDS = 3, 150
+
+
+def change_state_concurrently(root: str, writer: int, start: Barrier) -> None:
+    """One writer process: loads ROUNDS ids of its own and removes every other one again."""
+    store = LocalStore(Path(root), max_artifact_bytes=MiB)
+    start.wait(timeout=60)
+    for i in range(ROUNDS):
+        store.mark_loaded(f"w{writer}-{i}")
+        if i % 2:
+            store.mark_removed(f"w{writer}-{i}")
+
+
+def test_concurrent_writers_lose_no_change_and_readers_never_see_half_a_state(store):
+    """Worker processes change state.json at once: each change must be made under the lock (or
+    one process overwrites another's) and replace the file whole (or a reader parses half)."""
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(WRITERS + 1)
+    writers = [spawn.Process(target=change_state_concurrently, args=(str(store.root), w, start))
+               for w in range(WRITERS)]
+    for process in writers:
+        process.start()
+    reads, torn = 0, []
+    try:
+        start.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while any(process.is_alive() for process in writers) and time.monotonic() < deadline:
+            try:
+                store.loaded_ids()
+                reads += 1
+            except ValueError as exc:  # half a JSON document
+                torn.append(str(exc))
+    finally:
+        for process in writers:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    assert torn == [], f"{len(torn)} of {reads + len(torn)} reads saw a partial state.json"
+    assert [process.exitcode for process in writers] == [0] * WRITERS
+    assert reads > 0
+    assert store.loaded_ids() == {f"w{w}-{i}" for w in range(WRITERS) for i in range(0, ROUNDS, 2)}
+
+
+def test_staging_leftovers_are_swept_once_stale(store):
+    """A new store (each worker's, at start) sweeps what killed uploads left in tmp/, but not what
+    another worker is writing right now; gunicorn's master, before forking, sweeps everything."""
+    stale_dir, stale_file = store.tmp / "killed-extraction", store.tmp / "killed-upload.zip"
+    (stale_dir / "model").mkdir(parents=True)
+    (stale_dir / "model" / "model.bin").write_bytes(b"x" * 100)
+    stale_file.write_bytes(b"PK")
+    busy_dir = store.tmp / "extraction-in-progress"  # an old folder, but a file in it is being written
+    busy_dir.mkdir()
+    (busy_dir / "model.bin").write_bytes(b"x")
+    (store.tmp / "upload-in-progress.zip").write_bytes(b"PK")
+    two_hours_ago = time.time() - 2 * 3600
+    for path in (stale_dir / "model" / "model.bin", stale_dir / "model", stale_dir, stale_file, busy_dir):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+
+    LocalStore(store.root, max_artifact_bytes=MiB)
+    assert sorted(p.name for p in store.tmp.iterdir()) == ["extraction-in-progress", "upload-in-progress.zip"]
+    sweep_staging(store.root, older_than_s=0)
+    assert list(store.tmp.iterdir()) == []
