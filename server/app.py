@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import math
 import os
 import signal
 from pathlib import Path
@@ -64,7 +64,7 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
     api = "/api/v1"
     app = App(config, upload_paths=(f"{api}/uploadmodel",))
     app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
-    json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, default=_to_json))
+    json_handler = falcon.media.JSONHandler(dumps=_dumps)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
 
     app.add_route(f"{api}/listmodels", resources.ListModels(registry))
@@ -127,6 +127,27 @@ def _unexpected(req, resp, exc: Exception, params):
     log.exception("unexpected error on %s %s", req.method, req.path)
     resp.status = falcon.HTTP_500
     resp.media = {"error": "internal server error; the server log has the details", "code": "internal_error"}
+
+
+def _dumps(value) -> str:
+    """Strict JSON (json.dumps would write NaN and Infinity, which JSON has not): a model's NaN or
+    +/-Infinity goes out as null."""
+    try:
+        return json.dumps(value, default=_to_json, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: only then walk the whole value
+        return json.dumps(_finite(value), default=_to_json, allow_nan=False)
+
+
+def _finite(value):
+    """value with NaN and +/-Infinity as None (numpy arrays and scalars made plain first)."""
+    value = _to_json(value) if hasattr(value, "tolist") else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _to_json(value):

@@ -62,7 +62,7 @@ def open_runtime(model_id: str, path: Path) -> Runtime:
 # server/demo.py), so the table it yields is what score.py would hand the model: the width and
 # column checks below then hold for ADS artifacts and native models alike.
 
-BODY_FORMS = ('a list of rows, one row, {"data": rows}, a dict of columns ({"name": [values]}), or ADS\'s '
+_BODY_FORMS = ('a list of rows, one row, {"data": rows}, a dict of columns ({"name": [values]}), or ADS\'s '
               '{"data": ..., "data_type": ...}')
 
 
@@ -74,7 +74,7 @@ class Table:
     source: Any  # the rows, the dict of columns, or the DataFrame's parsed JSON, as sent
 
 
-def ads_parts(payload: Any) -> tuple[Any, Any]:
+def _ads_parts(payload: Any) -> tuple[Any, Any]:
     """(data_type, data) as ADS's score.py unwraps a body: a dict's "data" key when it has one."""
     if not isinstance(payload, dict):
         return "", payload
@@ -86,7 +86,7 @@ def ads_parts(payload: Any) -> tuple[Any, Any]:
 
 def read_table(payload: Any) -> Table:
     """The body as a table; InvalidInput when it is not one."""
-    data_type, data = ads_parts(payload)
+    data_type, data = _ads_parts(payload)
     if "numpy.ndarray" in data_type:
         array = _numpy_from_base64(data)
         if array.ndim != 2:
@@ -112,7 +112,7 @@ def read_table(payload: Any) -> Table:
 
 def _rows_table(data: Any) -> Table:
     if not isinstance(data, list) or not data:
-        raise InvalidInput(f"expected {BODY_FORMS}")
+        raise InvalidInput(f"expected {_BODY_FORMS}")
     try:
         values = np.asarray(data, dtype=np.float64)  # the common case: numbers (and nulls) only
     except (ValueError, TypeError):  # ragged, nested, or with strings (category names)
@@ -180,7 +180,7 @@ def _has_infinity(values: np.ndarray) -> bool:
     return any(isinstance(v, float) and math.isinf(v) for v in values.flat)
 
 
-def native_matrix(payload: Any, runtime: Runtime) -> np.ndarray:
+def _native_matrix(payload: Any, runtime: Runtime) -> np.ndarray:
     """The float matrix a native model scores, its columns in the model's order."""
     table = read_table(payload)
     check_features(table, runtime.n_features, runtime.feature_names)
@@ -189,10 +189,10 @@ def native_matrix(payload: Any, runtime: Runtime) -> np.ndarray:
                            "trained on")
     if table.values.dtype != np.float64:
         raise InvalidInput("this model takes numbers (or null for a missing value) only")
-    return in_model_order(table, runtime.feature_names)
+    return _in_model_order(table, runtime.feature_names)
 
 
-def in_model_order(table: Table, feature_names: list[str] | None) -> np.ndarray:
+def _in_model_order(table: Table, feature_names: list[str] | None) -> np.ndarray:
     """The table's values with the columns in the model's feature order (rows are already)."""
     if table.columns is None or table.columns == feature_names:
         return table.values
@@ -240,14 +240,14 @@ class ScoreModuleRuntime:
             return payload  # no input schema: a body that is not a table may be this score.py's own format
         check_features(table, self.n_features, self.feature_names)
         names = self.feature_names or table.columns
-        reordered = table.columns is not None and table.columns != names
         if table.form == "rows" and not isinstance(table.source[0], list):
             data = [table.source]
-        elif table.form == "columns" and table.values.dtype == np.float64 and (reordered or np.isnan(table.values).any()):
-            data = dict(zip(names, in_model_order(table, names).T.tolist()))
-        elif table.form in ("columns", "frame_json") and reordered:
+        elif table.form == "columns" and table.values.dtype == np.float64 and np.isnan(table.values).any():
+            data = dict(zip(names, _in_model_order(table, names).T.tolist()))
+        elif table.columns is not None and table.columns != names:
             data = _in_order(table.source, names)
-            data = json.dumps(data) if table.form == "frame_json" else data
+            if table.form == "frame_json":
+                data = json.dumps(data)
         else:
             return payload
         return {**payload, "data": data} if isinstance(payload, dict) and "data" in payload else data
@@ -311,7 +311,7 @@ class SklearnRuntime:
         self.feature_names = None if names is None else [str(name) for name in names]
 
     def predict(self, payload: Any) -> list:
-        return self._model.predict(native_matrix(payload, self)).tolist()
+        return self._model.predict(_native_matrix(payload, self)).tolist()
 
     def close(self) -> None:
         pass
@@ -329,7 +329,7 @@ class _BoosterRuntime:
     def scores(self, matrix: np.ndarray) -> np.ndarray: ...
 
     def predict(self, payload: Any) -> list:
-        scores = self.scores(native_matrix(payload, self))
+        scores = self.scores(_native_matrix(payload, self))
         if self.binary_threshold is not None:
             return (scores > self.binary_threshold).astype(np.int64).tolist()
         if self.multiclass:

@@ -28,6 +28,7 @@ from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
 import httptools
+import uvloop
 from gunicorn.workers.base import Worker as GunicornWorker
 
 from .config import Config
@@ -77,7 +78,7 @@ class Worker(GunicornWorker):
         self.max_abandoned = max(1, self.cfg.threads // 2)
         self.connections: set[Connection] = set()
         try:
-            asyncio.run(self._serve())
+            uvloop.run(self._serve())  # libuv's loop: several times less overhead per request than asyncio's
         finally:
             getattr(self.wsgi, "on_shutdown", lambda: None)()
             # Threads stuck in a model must not hold the process: leave without interpreter teardown.

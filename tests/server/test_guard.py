@@ -1,0 +1,90 @@
+"""The predict guard in-process: deadlines, stuck threads, in-flight records, captured output."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+import pytest
+
+from server.errors import PredictTimeout
+from server.guard import PredictGuard, captured_output, models_in_flight
+
+
+@pytest.fixture
+def release():
+    """An event the hung calls wait on; set at teardown so no thread outlives the test for long."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def test_a_call_within_the_deadline_returns_its_value_or_raises_its_error():
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=100)
+    assert guard.run("m", lambda x: x * 2, 21) == 42
+    with pytest.raises(ZeroDivisionError):
+        guard.run("m", lambda: 1 / 0)
+    assert guard.stuck == 0
+
+
+def test_a_call_past_the_deadline_raises_predict_timeout_and_recycles_once_half_are_stuck(release):
+    recycled = []
+    guard = PredictGuard(timeout_s=0.2, threads=4, output_bytes=100, on_stuck=lambda: recycled.append(True))
+    with pytest.raises(PredictTimeout) as caught:
+        guard.run("slow-model", release.wait)
+    assert caught.value.status == 504 and caught.value.details == {"model_id": "slow-model", "timeout_s": 0.2}
+    assert guard.stuck == 1 and recycled == []
+    with pytest.raises(PredictTimeout):
+        guard.run("slow-model", release.wait)
+    assert guard.stuck == 2 and recycled == [True]  # half of 4 threads stuck: ask for a recycle
+    assert guard.run("other", lambda: "fine") == "fine"  # the free threads still serve
+    release.set()
+    for _ in range(100):
+        if guard.stuck == 0:
+            break
+        threading.Event().wait(0.05)
+    assert guard.stuck == 0
+
+
+def test_in_flight_records_name_the_running_model_and_are_blank_after(tmp_path, release):
+    path = tmp_path / "run" / "123.inflight"
+    guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, inflight_file=path)
+    guard.run("done-model", lambda: None)
+    with pytest.raises(PredictTimeout):
+        guard.run("hung-model", release.wait)
+    assert models_in_flight(path) == ["hung-model"]  # what the master reads after a worker died
+    assert not path.exists()
+
+
+def test_an_orderly_exit_leaves_nothing_to_blame(tmp_path, release):
+    path = tmp_path / "run" / "123.inflight"
+    guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, inflight_file=path)
+    with pytest.raises(PredictTimeout):
+        guard.run("hung-model", release.wait)
+    guard.close()
+    assert models_in_flight(path) == []
+
+
+def test_model_output_is_logged_capped_with_the_model_id(caplog):
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=10)
+
+    def noisy():
+        print("a" * 1000)
+        sys.stderr.write("to stderr")
+        return 1
+
+    with caplog.at_level(logging.INFO, logger="server.guard"):
+        assert guard.run("noisy-model", noisy) == 1
+        with captured_output("loader", 50, "load"):
+            print("loading")
+    assert [r.getMessage() for r in caplog.records] == [
+        "model noisy-model wrote during predict: 'aaaaaaaaaa' (1000 more characters dropped)",
+        "model loader wrote during load: 'loading\\n'",
+    ]
+
+
+def test_other_threads_still_print_to_the_real_stream(capsys):
+    PredictGuard(timeout_s=5, threads=1, output_bytes=10)
+    print("the server's own output")
+    assert "the server's own output" in capsys.readouterr().out
