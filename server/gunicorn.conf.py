@@ -8,6 +8,7 @@ import sys
 from server.app import blame_dead_worker
 from server.config import Config
 from server.guard import inflight_dir
+from server.store import sweep_staging
 
 _config = Config.from_env()
 
@@ -36,6 +37,9 @@ def on_starting(server):
     In a child process: training starts OpenMP thread pools (XGBoost, LightGBM), and workers
     forked from a master that has them hang on their first prediction.
     """
+    # No worker of this server runs yet, so staging untouched for a minute is a leftover of an
+    # earlier run (a fresh upload writes its staging continuously: its body is already buffered).
+    sweep_staging(_config.store_dir, older_than_s=60)
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)
@@ -45,7 +49,7 @@ def child_exit(server, worker):
     """In the master, after a worker died: a model that kills its worker gets a strike (quarantine)."""
     try:
         models = blame_dead_worker(_config, os.getpid(), worker.pid)
-    except OSError as exc:
+    except Exception as exc:  # a hook that raises would take the master down
         server.log.error("could not record what worker %s was running: %s", worker.pid, exc)
         return
     if models:

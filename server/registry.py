@@ -296,7 +296,7 @@ class Registry:
             if self.store.record_strike(model_id, reason, limit=self.quarantine_strikes,
                                         window_s=self.quarantine_window_s):
                 log.error("model %s is quarantined: %s", model_id, reason)
-        except OSError as exc:  # the 504 still goes out; the strike is lost with the store
+        except (MISError, OSError) as exc:  # the store failed: the 504 still goes out, the strike is lost
             log.error("could not record a strike against %s: %s", model_id, exc)
 
     def loaded_stats(self) -> list[dict]:

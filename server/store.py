@@ -244,7 +244,7 @@ class LocalStore:
     def record_strike(self, model_id: str, reason: str, *, limit: int, window_s: float) -> bool:
         """Count one strike; at `limit` strikes within `window_s` the model is quarantined (True)."""
         now = time.time()
-        with self._locked():
+        with self._io("record a strike against the model"), self._locked():
             data = self._quarantine()
             strikes = [t for t in data.setdefault("strikes", {}).get(model_id, []) if now - t < window_s] + [now]
             data["strikes"][model_id] = strikes
@@ -259,7 +259,7 @@ class LocalStore:
         """Lift a model's quarantine and forget its strikes; False when there was nothing to lift."""
         if model_id not in self.quarantined() and model_id not in self._quarantine().get("strikes", {}):
             return False
-        with self._locked():
+        with self._io("lift the model's quarantine"), self._locked():
             data = self._quarantine()
             data.get("quarantined", {}).pop(model_id, None)
             data.get("strikes", {}).pop(model_id, None)
@@ -267,10 +267,11 @@ class LocalStore:
         return True
 
     def _quarantine(self) -> dict:
-        try:
-            return json.loads(self.quarantine_file.read_text())
-        except FileNotFoundError:
-            return {}
+        with self._io("read the quarantine"):
+            try:
+                return json.loads(self.quarantine_file.read_text())
+            except FileNotFoundError:
+                return {}
 
 
 def extract_artifact(artifact_zip: Path, dest: Path, max_bytes: int) -> None:
