@@ -29,7 +29,8 @@ def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=N
     """The core from the config; under gunicorn, `inflight_file` lets the master blame a model for a
     worker's death and `on_stuck` recycles a worker whose predict threads are stuck."""
     guard = PredictGuard(timeout_s=config.predict_timeout_s, threads=config.threads,
-                         output_bytes=config.model_output_bytes, inflight_file=inflight_file, on_stuck=on_stuck)
+                         output_bytes=config.model_output_bytes, recycle_after_s=config.timeout_s,
+                         inflight_file=inflight_file, on_stuck=on_stuck)
     return Registry(
         LocalCatalog(config.catalog_dir),
         LocalStore(config.store_dir, config.max_artifact_bytes),

@@ -2,8 +2,9 @@
 what each worker is running so that a worker's death can be pinned on the model that caused it.
 
 - `PredictGuard.run` calls predict on a pool thread and waits at most `timeout_s`. A predict past
-  it raises `PredictTimeout` (504 naming the model) and its thread is left to finish or hang; once
-  half the pool is stuck the worker asks to be recycled (`on_stuck`).
+  it raises `PredictTimeout` (504 naming the model) and its thread is left to finish or hang. The
+  worker asks to be recycled (`on_stuck`) once half the pool is stuck, or once one predict has been
+  stuck for `recycle_after_s` (a stuck thread may be spinning a core).
 - What model code prints to sys.stdout / sys.stderr while it runs is kept per thread, capped, and
   logged with the model id, instead of flooding the server log.
 - Each pool thread owns a record in a small memory-mapped file per worker process (`Inflight`):
@@ -72,9 +73,10 @@ class Inflight:
 
 
 class PredictGuard:
-    def __init__(self, *, timeout_s: float, threads: int, output_bytes: int, inflight_file: Path | None = None,
-                 on_stuck: Callable[[], None] | None = None):
+    def __init__(self, *, timeout_s: float, threads: int, output_bytes: int, recycle_after_s: float,
+                 inflight_file: Path | None = None, on_stuck: Callable[[], None] | None = None):
         self.timeout_s = timeout_s
+        self.recycle_after_s = recycle_after_s
         self.output_bytes = output_bytes
         self.inflight = Inflight(inflight_file, threads) if inflight_file else None
         self.on_stuck = on_stuck
@@ -95,10 +97,18 @@ class PredictGuard:
             future.add_done_callback(self._unstick)
             log.error("model %s: predict still running after %s s; %d predict(s) stuck in this worker",
                       model_id, self.timeout_s, self.stuck)
-            if recycle and self.on_stuck:
-                self.on_stuck()
+            if recycle:
+                self._recycle()
+            else:
+                timer = threading.Timer(self.recycle_after_s, lambda: future.done() or self._recycle())
+                timer.daemon = True
+                timer.start()
             raise PredictTimeout(f"model {model_id!r} did not answer within {self.timeout_s} s",
                                  model_id=model_id, timeout_s=self.timeout_s) from None
+
+    def _recycle(self) -> None:
+        if self.on_stuck:
+            self.on_stuck()
 
     def close(self) -> None:
         if self.inflight:

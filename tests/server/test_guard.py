@@ -21,7 +21,7 @@ def release():
 
 
 def test_a_call_within_the_deadline_returns_its_value_or_raises_its_error():
-    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=100)
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=100, recycle_after_s=60)
     assert guard.run("m", lambda x: x * 2, 21) == 42
     with pytest.raises(ZeroDivisionError):
         guard.run("m", lambda: 1 / 0)
@@ -30,7 +30,8 @@ def test_a_call_within_the_deadline_returns_its_value_or_raises_its_error():
 
 def test_a_call_past_the_deadline_raises_predict_timeout_and_recycles_once_half_are_stuck(release):
     recycled = []
-    guard = PredictGuard(timeout_s=0.2, threads=4, output_bytes=100, on_stuck=lambda: recycled.append(True))
+    guard = PredictGuard(timeout_s=0.2, threads=4, output_bytes=100, recycle_after_s=60,
+                         on_stuck=lambda: recycled.append(True))
     with pytest.raises(PredictTimeout) as caught:
         guard.run("slow-model", release.wait)
     assert caught.value.status == 504 and caught.value.details == {"model_id": "slow-model", "timeout_s": 0.2}
@@ -49,7 +50,7 @@ def test_a_call_past_the_deadline_raises_predict_timeout_and_recycles_once_half_
 
 def test_in_flight_records_name_the_running_model_and_are_blank_after(tmp_path, release):
     path = tmp_path / "run" / "123.inflight"
-    guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, inflight_file=path)
+    guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, recycle_after_s=60, inflight_file=path)
     guard.run("done-model", lambda: None)
     with pytest.raises(PredictTimeout):
         guard.run("hung-model", release.wait)
@@ -59,7 +60,7 @@ def test_in_flight_records_name_the_running_model_and_are_blank_after(tmp_path, 
 
 def test_an_orderly_exit_leaves_nothing_to_blame(tmp_path, release):
     path = tmp_path / "run" / "123.inflight"
-    guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, inflight_file=path)
+    guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, recycle_after_s=60, inflight_file=path)
     with pytest.raises(PredictTimeout):
         guard.run("hung-model", release.wait)
     guard.close()
@@ -67,7 +68,7 @@ def test_an_orderly_exit_leaves_nothing_to_blame(tmp_path, release):
 
 
 def test_model_output_is_logged_capped_with_the_model_id(caplog):
-    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=10)
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=10, recycle_after_s=60)
 
     def noisy():
         print("a" * 1000)
@@ -85,6 +86,23 @@ def test_model_output_is_logged_capped_with_the_model_id(caplog):
 
 
 def test_other_threads_still_print_to_the_real_stream(capsys):
-    PredictGuard(timeout_s=5, threads=1, output_bytes=10)
+    PredictGuard(timeout_s=5, threads=1, output_bytes=10, recycle_after_s=60)
     print("the server's own output")
     assert "the server's own output" in capsys.readouterr().out
+
+
+def test_one_predict_stuck_past_recycle_after_s_recycles_the_worker(release):
+    recycled = threading.Event()
+    guard = PredictGuard(timeout_s=0.1, threads=8, output_bytes=10, recycle_after_s=0.3, on_stuck=recycled.set)
+    with pytest.raises(PredictTimeout):
+        guard.run("spinning-model", release.wait)
+    assert not recycled.is_set()  # one of 8 threads stuck: not yet
+    assert recycled.wait(5)
+
+
+def test_a_predict_that_finishes_late_does_not_recycle(release):
+    recycled = threading.Event()
+    guard = PredictGuard(timeout_s=0.1, threads=8, output_bytes=10, recycle_after_s=0.5, on_stuck=recycled.set)
+    with pytest.raises(PredictTimeout):
+        guard.run("slow-model", lambda: release.wait(0.3))
+    assert not recycled.wait(1)
