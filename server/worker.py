@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 SPOOL_BYTES = 1024 * 1024  # request bodies above this go to a temporary file
 DRAIN_BYTES = 128 * 1024 * 1024  # read (and drop) at most this much of a refused body before closing
-DRAIN_SECONDS = 10.0
+DRAIN_SECONDS = 10.0  # ... and for at most this long
+DRAIN_IDLE_S = 2.0  # ... stopping sooner once the client has sent nothing for this long
 HEARTBEAT_S = 1.0
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
@@ -145,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.busy = False  # a request is with the app
         self.refused = False  # an error was answered: drain what the client still sends, then close
         self.drain_left = DRAIN_BYTES
+        self.drain_until = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_callback = None
 
@@ -165,8 +167,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             self.drain_left -= len(data)
-            if self.drain_left <= 0:
+            if self.drain_left <= 0 or time.monotonic() > self.drain_until:
                 self.close()
+            else:
+                self.arm(min(DRAIN_IDLE_S, self.drain_until - time.monotonic()), self.close)
             return
         try:
             self.parser.feed_data(data)
@@ -320,16 +324,20 @@ class Connection(asyncio.Protocol):
         status_line, headers, body = _error(status, message)
         self.respond(status_line, headers, body, keep_alive=False)
         # Closing now would make the kernel reset the connection while the client is still sending
-        # its body, and it would never read the answer. Read and drop a bounded amount first: what
-        # is left of a declared body, or whatever comes within DRAIN_SECONDS.
+        # its body, and it would never read the answer. So, as nginx's lingering close does: send
+        # FIN after the answer (a client reading to the end sees it at once), then read and drop
+        # what is left of a declared body, or what keeps coming, within bounds.
         length = self.request.header(b"content-length") if self.request else None
         if length is not None and length.strip().isdigit():
             self.drain_left = min(DRAIN_BYTES, int(length) - self.request.body_size)
         if self.drain_left <= 0:
             self.close()
             return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.drain_until = time.monotonic() + DRAIN_SECONDS
         self.transport.resume_reading()
-        self.arm(DRAIN_SECONDS, self.close)
+        self.arm(DRAIN_IDLE_S, self.close)
 
     # -- deadlines -------------------------------------------------------------------------
 
