@@ -227,10 +227,11 @@ class ScoreModuleRuntime:
         """The body for score.py, once checked against the input schema.
 
         It goes as sent, but for what the checks settle: one row becomes a list of one row (as for
-        native models); a dict of columns is put in the schema's order, because score.py hands the
-        model a DataFrame and a model fitted on arrays takes its columns by position; and nulls in a
-        dict of numeric columns become NaN, because pandas makes an all-null column (one row with a
-        missing value) an object column, which XGBoost and LightGBM refuse.
+        native models); named columns (a dict of columns, a DataFrame's JSON) are put in the
+        schema's order, because score.py hands the model a DataFrame and a model fitted on arrays
+        takes its columns by position; and nulls in a dict of numeric columns become NaN, because
+        pandas makes an all-null column (one row with a missing value) an object column, which
+        XGBoost and LightGBM refuse.
         """
         try:
             table = read_table(payload)
@@ -311,7 +312,10 @@ class SklearnRuntime:
         self.feature_names = None if names is None else [str(name) for name in names]
 
     def predict(self, payload: Any) -> list:
-        return self._model.predict(_native_matrix(payload, self)).tolist()
+        matrix = _native_matrix(payload, self)
+        if self.feature_names is not None:  # fitted on a DataFrame: else scikit-learn warns on every call
+            matrix = pd.DataFrame(matrix, columns=self.feature_names)
+        return self._model.predict(matrix).tolist()
 
     def close(self) -> None:
         pass

@@ -1,10 +1,17 @@
 """Every /api/v1 operation through Falcon's TestClient: success paths and each failure's 4xx JSON."""
 
 import io
+import json
+import logging
 
+import numpy as np
+import pandas as pd
 import pytest
 from falcon import testing
 
+from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
+
+from .test_runtimes import DATAFRAME, NDARRAY, SERIES, npy
 from .zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
 
 IRIS = "demo-sklearn-iris"
@@ -82,7 +89,24 @@ def test_getmodelinfo(client):
 def test_getmodelinfo_failures(client):
     assert_error(client.simulate_get("/api/v1/getmodelinfo/missing-model"), 404, "model_not_found")
     assert_error(client.simulate_get("/api/v1/getmodelinfo/bad..id"), 400, "invalid_model_id")
-    assert client.simulate_get("/api/v1/getmodelinfo/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
+
+
+# A path segment reaches the responders decoded: `%2e%2e` arrives as `..`, `%5C` as a backslash. An
+# encoded slash does not: the WSGI server (and the TestClient) decodes `..%2F..%2Fetc` into PATH_INFO,
+# so that path has more segments than any route and Falcon answers 404 before a responder runs.
+@pytest.mark.parametrize("segment, model_id", [("..", ".."), ("%2e%2e", ".."),
+                                               ("..%5C..%5Cetc%5Cpasswd", "..\\..\\etc\\passwd")])
+@pytest.mark.parametrize("method, operation", [("GET", "getmodelinfo"), ("POST", "loadmodel"),
+                                               ("DELETE", "removemodel")])
+def test_path_traversal_ids_reach_the_responder_and_are_refused(client, method, operation, segment, model_id):
+    result = client.simulate_request(method, f"/api/v1/{operation}/{segment}")
+    assert assert_error(result, 400, "invalid_model_id")["model_id"] == model_id  # what the responder got
+
+
+def test_path_traversal_in_the_score_query_is_refused(iris_client):
+    result = iris_client.simulate_post("/api/v1/score/", params={"model_id": "../../etc/passwd"}, json=[SETOSA])
+    assert assert_error(result, 400, "invalid_model_id")["model_id"] == "../../etc/passwd"
+    assert_error(iris_client.simulate_get("/api/v1/getmodelinfo/..%2F..%2Fetc%2Fpasswd"), 404, "not_found")
 
 
 # -- load, score, remove -------------------------------------------------------------------
@@ -120,7 +144,7 @@ def iris_client(client):
     ({"body": "[" * 100_000 + "]" * 100_000}, 400, "bad_request"),
     ({"json": [[1, 2, 3]]}, 422, "invalid_input"),
     ({"json": [[1, 2, 3, 4, 5]]}, 422, "invalid_input"),
-    ({"json": {"data": "rows"}}, 422, "model_predict_failed"),
+    ({"json": [[None, 3.5, 1.4, 0.2]]}, 422, "model_predict_failed"),  # LogisticRegression takes no NaN
     ({"body": "[1,2,3,4]", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
 ])
 def test_score_rejects_bad_input(iris_client, kwargs, status, code):
@@ -155,6 +179,98 @@ def test_env_gating_answers_403_naming_both_envs(make_client):
     info = client.simulate_get("/api/v1/serverinfo/").json
     assert info["environment"] == "prod" and info["env_gating"] is True
 
+# -- every scoring body form, end to end on the demo ADS artifacts -----------------------------
+
+def score(client, model_id, payload=None, **kwargs):
+    """POST `payload` as JSON, or the raw text given as `body=`."""
+    return client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=payload, **kwargs)
+
+
+def positional_forms(rows) -> dict:
+    """The forms of ADS's score.py that carry rows without column names."""
+    return {
+        "rows": rows.tolist(),
+        '{"data": rows}': {"data": rows.tolist()},
+        "ADS list": {"data": rows.tolist(), "data_type": "<class 'list'>"},
+        "ADS numpy": {"data": npy(rows), "data_type": NDARRAY},
+        "ADS DataFrame of rows": {"data": json.dumps(rows.tolist()), "data_type": DATAFRAME},
+    }
+
+
+def named_forms(rows, names) -> dict:
+    """The forms that name their columns; those in reverse order must score the same."""
+    frame = pd.DataFrame(rows, columns=names)
+    return {
+        "columns": frame.to_dict(orient="list"),
+        "columns, reversed": frame[names[::-1]].to_dict(orient="list"),
+        '{"data": columns}': {"data": frame.to_dict(orient="list")},
+        "ADS DataFrame": {"data": frame.to_json(), "data_type": DATAFRAME},
+        "ADS DataFrame, reversed": {"data": frame[names[::-1]].to_json(), "data_type": DATAFRAME},
+        "DataFrame JSON text": frame.to_json(),
+        "ADS DataFrame records": {"data": frame.to_json(orient="records"), "data_type": DATAFRAME},
+    }
+
+
+@pytest.fixture
+def demo_client(client):
+    for model_id in DEMO_MODEL_IDS:
+        client.simulate_post(f"/api/v1/loadmodel/{model_id}")
+    return client
+
+
+@pytest.mark.parametrize("demo", DEMO_MODELS, ids=lambda demo: demo.id)
+def test_every_ads_body_form_scores_the_demo_artifacts(demo_client, demo):
+    rows = demo.load_data()[0][::40]
+    expected = score(demo_client, demo.id, rows.tolist()).json["prediction"]
+    assert len(expected) == len(rows)
+    assert score(demo_client, demo.id, rows[0].tolist()).json["prediction"] == expected[:1]  # one row
+    for form, body in {**positional_forms(rows), **named_forms(rows, demo.feature_names())}.items():
+        result = score(demo_client, demo.id, body)
+        assert result.status_code == 200 and result.json["prediction"] == expected, (form, result.text)
+
+
+def test_a_wrong_width_or_wrong_columns_is_422_in_every_body_form(demo_client):
+    demo = next(d for d in DEMO_MODELS if d.id == "demo-xgboost-breast-cancer")  # 30 features
+    rows, names = demo.load_data()[0][:2, :29], demo.feature_names()
+    for form, body in positional_forms(rows).items():
+        error = assert_error(score(demo_client, demo.id, body), 422, "invalid_input")
+        assert (error["expected"], error["received"]) == (30, 29), form
+    for form, body in named_forms(rows, names[:29]).items():
+        error = assert_error(score(demo_client, demo.id, body), 422, "invalid_input")
+        assert (error["missing"], error["unexpected"]) == ([names[29]], []), form
+    error = assert_error(score(demo_client, demo.id, {"a": [1.0]}), 422, "invalid_input")
+    assert (error["missing"], error["unexpected"]) == (names, ["a"])
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"data": list(range(30)), "data_type": SERIES}, "a pandas Series is one-dimensional"),
+    ({"data": npy(np.ones(30)), "data_type": NDARRAY}, "the numpy array has shape [30]"),
+    ({"data": "rows"}, "not JSON text"),
+    ({"data": "/etc/hostname", "data_type": DATAFRAME}, "not JSON text"),
+    ({"a": 1.0}, "cannot be read as a table"),
+    ([[1.0] * 30, [1.0] * 29], "rows must be lists of values, all of the same length"),
+])
+def test_a_body_the_server_cannot_read_as_rows_is_422(demo_client, body, message):
+    error = assert_error(score(demo_client, "demo-xgboost-breast-cancer", body), 422, "invalid_input")
+    assert message in error["error"]
+
+
+def test_null_and_nan_are_missing_values_and_infinity_is_refused(demo_client):
+    cancer = "demo-xgboost-breast-cancer"
+    row = [float(v) for v in next(d for d in DEMO_MODELS if d.id == cancer).load_data()[0][0]]
+    with_null = score(demo_client, cancer, [[None] * 10 + row[10:]])
+    with_nan = score(demo_client, cancer, body=json.dumps([[float("nan")] * 10 + row[10:]]))  # the token NaN
+    assert with_null.status_code == with_nan.status_code == 200
+    assert with_null.json["prediction"] == with_nan.json["prediction"]
+    assert with_null.json["prediction"] != score(demo_client, cancer, [row]).json["prediction"]  # NaN is not 0
+    refused = assert_error(score(demo_client, IRIS, [[None, 3.5, 1.4, 0.2]]), 422, "model_predict_failed")
+    assert "Input X contains NaN" in refused["error"]  # the model's own message
+    for model_id, width in [(IRIS, 4), (cancer, 30)]:
+        for infinity in ("Infinity", "-Infinity", "1e999"):
+            body = "[[" + ", ".join([infinity] + ["1.0"] * (width - 1)) + "]]"
+            error = assert_error(score(demo_client, model_id, body=body), 422, "invalid_input")
+            assert "non-finite values (Infinity)" in error["error"]
+
 
 # -- upload --------------------------------------------------------------------------------
 
@@ -168,6 +284,27 @@ def test_upload_then_score(client, tmp_path):
     assert client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=[[0]]).json["prediction"] == [9]
     info = client.simulate_get(f"/api/v1/getmodelinfo/{model_id}").json
     assert (info["source"], info["env"], info["loaded"]) == ("upload", "dev", True)
+
+NON_FINITE_SCORE = """
+import numpy as np
+
+def load_model():
+    return None
+
+def predict(data, model=None):
+    return {"prediction": [float("nan"), np.float64("inf"), np.array([-np.inf, 0.5])]}
+"""
+
+
+def test_a_prediction_of_nan_or_infinity_answers_null(client, tmp_path):
+    model_id = upload(client, score_artifact(tmp_path / "a.zip", NON_FINITE_SCORE)).json["model_id"]
+    result = client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=[[1.0]])
+    assert result.status_code == 200
+
+    def bare_constant(name):
+        raise AssertionError(f"the response holds a bare {name}, which is not JSON")
+
+    assert json.loads(result.text, parse_constant=bare_constant)["prediction"] == [None, None, [None, 0.5]]
 
 
 @pytest.mark.parametrize("kind", ["not a zip", "no score.py", "no runtime.yaml", "nested score.py", "absolute path",
@@ -241,6 +378,26 @@ def test_readiness_waits_for_configured_models(make_config):
 
 def test_unknown_route_is_a_json_404(client):
     assert_error(client.simulate_get("/api/v2/whatever"), 404, "not_found")
+
+def test_an_unexpected_error_is_a_500_that_keeps_its_details_in_the_log(make_config, monkeypatch, caplog):
+    from server.app import build_registry, create_app
+    from server.warmup import Warmup
+
+    config = make_config()
+    registry = build_registry(config)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret /etc/path detail")
+
+    monkeypatch.setattr(registry, "list_models", broken)
+    client = testing.TestClient(create_app(config, registry, Warmup(registry, config.preload)))
+    with caplog.at_level(logging.ERROR):
+        result = client.simulate_get("/api/v1/listmodels/")
+    assert result.status_code == 500 and set(result.json) == {"error", "code"}
+    assert result.json["code"] == "internal_error"
+    for detail in ("secret", "/etc/path", "RuntimeError", "Traceback"):
+        assert detail not in result.text
+    assert "RuntimeError: secret /etc/path detail" in caplog.text and "Traceback" in caplog.text
 
 
 def test_every_route_is_documented(client):
