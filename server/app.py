@@ -99,13 +99,14 @@ def get_app() -> App:
 
 
 def blame_dead_worker(config: Config, master_pid: int, worker_pid: int) -> list[str]:
-    """In the gunicorn master, once a worker has died: one strike for each model it was running
-    (a worker that left in order removed its records). Returns those models."""
+    """In the gunicorn master, once a worker has died: a strike for the model it was running (a
+    worker that left in order removed its records). When several models were running, none is
+    struck: an innocent busy model must not be quarantined for a neighbour's crash. Returns them."""
     models = models_in_flight(inflight_path(master_pid, worker_pid))
-    store = LocalStore(config.store_dir, config.max_artifact_bytes) if models else None
-    for model_id in models:
-        store.record_strike(model_id, "its worker died while it predicted", limit=config.quarantine_strikes,
-                            window_s=config.quarantine_window_s)
+    if len(models) == 1:
+        store = LocalStore(config.store_dir, config.max_artifact_bytes)
+        store.record_strike(models[0], "its worker died while it predicted", limit=config.quarantine_strikes,
+                            window_s=config.quarantine_window_s, lock_timeout_s=1.0)
     return models
 
 

@@ -91,6 +91,9 @@ class PredictGuard:
         try:
             return future.result(self.timeout_s)
         except FutureTimeout:
+            if future.cancel():  # it never started: every thread was busy, which is no fault of the model
+                raise PredictTimeout(f"model {model_id!r} waited {self.timeout_s} s for a free thread",
+                                     model_id=model_id, timeout_s=self.timeout_s, started=False) from None
             with self._lock:
                 self.stuck += 1
                 recycle = self.stuck >= self.recycle_at
@@ -171,9 +174,11 @@ class _Routed(io.TextIOBase):
     def isatty(self) -> bool:
         return self.stream.isatty()
 
-    @property
-    def encoding(self):
-        return self.stream.encoding
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str):  # buffer, errors, ...: the real stream's
+        return getattr(self.stream, name)
 
 
 def install_output_capture() -> None:

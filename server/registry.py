@@ -229,7 +229,7 @@ class Registry:
                 runtime = open_runtime(info.id, self._local_artifact(info))
         except MISError:
             raise
-        except (Exception, SystemExit) as exc:  # foreign code: any failure is the model's
+        except BaseException as exc:  # foreign code: any failure is the model's, even KeyboardInterrupt
             log.exception("model %s failed to load", info.id)
             raise ModelLoadFailed(f"model {info.id!r} failed to load: {_describe(exc)}", model_id=info.id) from None
         return LoadedModel(info=info, runtime=runtime)
@@ -256,14 +256,15 @@ class Registry:
         started = time.perf_counter()
         try:
             prediction = self.guard.run(model_id, loaded.runtime.predict, payload)
-        except PredictTimeout:
+        except PredictTimeout as exc:
             loaded.timeouts += 1
-            self.strike(model_id, f"predict took longer than {self.guard.timeout_s} s")
+            if exc.details.get("started", True):
+                self.strike(model_id, f"predict took longer than {self.guard.timeout_s} s")
             raise
         except MISError:
             loaded.errors += 1
             raise
-        except (Exception, SystemExit) as exc:  # foreign code: even sys.exit() is only its failure
+        except BaseException as exc:  # foreign code: even sys.exit() is only its failure
             loaded.errors += 1
             raise ModelPredictFailed(
                 f"model {model_id!r} failed to score the input: {_describe(exc)}", model_id=model_id

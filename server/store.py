@@ -216,11 +216,14 @@ class LocalStore:
                 self._replace_json(self.state_file, {"loaded": sorted(loaded)})
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, timeout_s: float | None = None) -> Iterator[None]:
         """Every writer of the shared files (state.json, quarantine.json) holds this lock."""
         self._make_layout()  # the store may have been read-only when this process started
         with open(self.root / "state.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            if timeout_s is None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            else:
+                _flock_within(lock, timeout_s)
             yield
 
     def _replace_json(self, path: Path, data: dict) -> None:
@@ -241,10 +244,12 @@ class LocalStore:
     def quarantined(self) -> dict[str, str]:
         return self._quarantine().get("quarantined", {})
 
-    def record_strike(self, model_id: str, reason: str, *, limit: int, window_s: float) -> bool:
-        """Count one strike; at `limit` strikes within `window_s` the model is quarantined (True)."""
+    def record_strike(self, model_id: str, reason: str, *, limit: int, window_s: float,
+                      lock_timeout_s: float | None = None) -> bool:
+        """Count one strike; at `limit` strikes within `window_s` the model is quarantined (True).
+        gunicorn's master passes `lock_timeout_s`: it must never block on the lock for long."""
         now = time.time()
-        with self._io("record a strike against the model"), self._locked():
+        with self._io("record a strike against the model"), self._locked(lock_timeout_s):
             data = self._quarantine()
             strikes = [t for t in data.setdefault("strikes", {}).get(model_id, []) if now - t < window_s] + [now]
             data["strikes"][model_id] = strikes
@@ -322,6 +327,18 @@ def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the artifact expands past the limit of {max_bytes} bytes", limit=max_bytes)
+
+
+def _flock_within(lock, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the store's state lock was held for over {timeout_s} s") from None
+            time.sleep(0.01)
 
 
 def _file_signature(path: Path) -> tuple | None:

@@ -59,6 +59,7 @@ class Limits:
         self.request_line = cfg.limit_request_line or 8190
         self.header_count = cfg.limit_request_fields or 100
         self.header_bytes = cfg.limit_request_field_size or 8190
+        self.head_bytes = self.request_line + self.header_count * self.header_bytes  # the whole head
         self.header_timeout = config.header_timeout_s
         self.body_timeout = config.body_timeout_s
         self.keepalive = cfg.keepalive
@@ -70,8 +71,11 @@ class Limits:
 class Worker(GunicornWorker):
     """gunicorn worker class `server.worker.Worker`."""
 
+    def init_process(self) -> None:
+        guard_exit_codes()  # before the app loads: its warmup thread runs model code
+        super().init_process()
+
     def run(self) -> None:
-        guard_exit_codes()
         config = Config.from_env()
         self.limits = Limits(self.cfg, config, self.wsgi)
         self.pool = DaemonPool(self.cfg.threads, "mis-request")
@@ -107,8 +111,8 @@ class Worker(GunicornWorker):
         self.alive = False
         for server in servers:
             server.close()
-        deadline = time.monotonic() + self.cfg.graceful_timeout
-        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
+        deadline = time.monotonic() + max(1, self.cfg.graceful_timeout - 2)  # before the master's SIGKILL
+        while any(c.in_progress() for c in self.connections) and time.monotonic() < deadline:
             self.notify()
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
@@ -120,6 +124,8 @@ class Request:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
+        self.head_bytes = 0  # raw bytes received before the head was complete
+        self.headers_done = False
         self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         self.body_size = 0
         self.body_limit = 0
@@ -149,6 +155,9 @@ class Connection(asyncio.Protocol):
         self.drain_until = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_callback = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.deferred: tuple[int, str] | None = None  # an error in a pipelined request, answered in turn
 
     # -- transport events ------------------------------------------------------------------
 
@@ -163,6 +172,21 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.worker.connections.discard(self)
         self.disarm()
+        for request in [self.request, *self.queue]:
+            if request is not None:
+                request.body.close()  # a spooled body on disk goes now, not when the GC gets to it
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()  # the client reads slower than we answer: wait before the next answer
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def in_progress(self) -> bool:
+        """A request is being read or answered, or an answer is still being sent."""
+        return (self.busy or self.request is not None
+                or (self.transport is not None and self.transport.get_write_buffer_size() > 0))
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -172,13 +196,19 @@ class Connection(asyncio.Protocol):
             else:
                 self.arm(min(DRAIN_IDLE_S, self.drain_until - time.monotonic()), self.close)
             return
+        if self.request is not None and not self.request.headers_done:
+            # httptools hands a header over only once it ends: count bytes as they come, or one
+            # endless header would grow without bound before any per-header check runs.
+            self.request.head_bytes += len(data)
+            if self.request.head_bytes > self.limits.head_bytes:
+                self.refuse(431, f"the request head is larger than {self.limits.head_bytes} bytes")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.refuse(400, "protocol upgrades are not supported")
+            pass  # the request is queued; answer it over HTTP/1.1 and ignore the upgrade (as gunicorn does)
         except httptools.HttpParserError as exc:
-            if not self.refused:
-                self.refuse(400, f"malformed HTTP request: {exc}")
+            self.refuse(400, f"malformed HTTP request: {exc}")
 
     def eof_received(self) -> bool:
         return self.busy or bool(self.queue)  # keep the socket to answer what was already sent
@@ -187,6 +217,8 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request = Request()
+        if self.busy or self.queue:
+            return  # pipelined behind a request with the app: its deadline starts when its turn comes
         if self.timer is None or self.timer_callback != self.header_timeout:  # the keep-alive wait ended
             self.arm(self.limits.header_timeout, self.header_timeout)
 
@@ -209,6 +241,7 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         request = self.request
+        request.headers_done = True
         request.keep_alive = self.parser.should_keep_alive()
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
@@ -244,23 +277,36 @@ class Connection(asyncio.Protocol):
     async def serve_queue(self) -> None:
         self.busy = True
         try:
-            while self.queue and not self.refused:
+            while self.queue and not self.transport.is_closing():
                 request = self.queue.pop(0)
-                status, headers, body = await self.call_app(request)
+                try:
+                    status, headers, body = await self.call_app(request)
+                finally:
+                    request.body.close()
+                await self.writable.wait()
                 keep_alive = request.keep_alive and self.worker.alive
                 self.respond(status, headers, body, keep_alive, head=request.method == b"HEAD")
                 if not keep_alive:
                     self.close()
                     return
+        except Exception:  # never leave a client without an answer or a socket half alive
+            log.exception("the worker failed on a connection")
+            self.close()
+            return
         finally:
             self.busy = False
-        if not self.transport.is_closing():
+        if self.deferred:
+            self.refuse(*self.deferred)
+        elif not self.transport.is_closing():
             self.transport.resume_reading()
-            self.arm(self.limits.keepalive, self.idle_timeout)
+            if self.request is not None:  # a pipelined request is partly read: its head deadline starts now
+                self.arm(self.limits.header_timeout, self.header_timeout)
+            else:
+                self.arm(self.limits.keepalive, self.idle_timeout)
 
     async def call_app(self, request: Request) -> tuple[str, list, bytes]:
         future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, self.environ(request))
-        try:
+        try:  # shield: a timeout must not cancel the wrapped future (its thread runs on regardless)
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.limits.request_timeout)
         except asyncio.TimeoutError:
             self.worker.abandoned += 1
@@ -268,8 +314,10 @@ class Connection(asyncio.Protocol):
             log.error("request %s timed out after %s s; its thread is abandoned", _target(request),
                       self.limits.request_timeout)
             return _error(504, f"the server gave up on this request after {self.limits.request_timeout} s")
-        except Exception:
-            log.exception("the app failed on %s", _target(request))
+        except BaseException as exc:  # anything the app lets through (a model's KeyboardInterrupt...)
+            if isinstance(exc, asyncio.CancelledError) and not future.done():
+                raise  # our own task is being cancelled
+            log.error("the app failed on %s: %r", _target(request), exc)
             return _error(500, "internal server error; the server log has the details")
 
     def _unabandon(self) -> None:
@@ -301,6 +349,8 @@ class Connection(asyncio.Protocol):
             "wsgi.run_once": False,
         }
         for name, value in request.headers:
+            if b"_" in name:
+                continue  # X_Forwarded_For would pass for X-Forwarded-For in WSGI: dropped, as gunicorn does
             key = name.decode("latin-1").upper().replace("-", "_")
             if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
                 continue
@@ -319,6 +369,10 @@ class Connection(asyncio.Protocol):
     def refuse(self, status: int, message: str) -> None:
         """Answer an error the worker found itself, then close once the client stops sending."""
         if self.refused or self.transport.is_closing():
+            return
+        if self.busy or self.queue:  # earlier pipelined requests are answered first
+            self.deferred = self.deferred or (status, message)
+            self.transport.pause_reading()
             return
         self.refused = True
         status_line, headers, body = _error(status, message)

@@ -4,6 +4,7 @@ clients, hung and crashing models, chunked and oversized bodies, odd HTTP. Every
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import shutil
 import socket
@@ -324,3 +325,32 @@ def test_keep_alive_and_pipelining(server):
     two = b"GET /api/v1/healthcheck/ HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     raw = raw_exchange(app.url, two)
     assert raw.count(b"HTTP/1.1 200 OK") == 2 and b'"alive"' in raw
+
+
+def test_an_endless_header_is_cut_off_at_the_head_limit(server):
+    app = server()
+    host, port = app.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/healthcheck/ HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the worker may close before all of it is sent
+            for _ in range(64):  # 4 MiB of one header, far past the head limit (about 800 KiB)
+                sock.sendall(b"a" * 65536)
+        status, body = status_and_json(read_until_closed(sock, timeout=10))
+    assert status == 431 and "request head is larger" in body["error"]
+    assert requests.get(f"{app.url}/api/v1/healthcheck/", timeout=5).status_code == 200
+
+
+def test_pipelined_answers_keep_their_order_when_a_later_request_is_bad(server):
+    app = server()
+    raw = raw_exchange(app.url, b"GET /api/v1/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                                b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, second = raw.split(b"HTTP/1.1 ")[1:3]
+    assert first.startswith(b"200 OK") and b'"alive"' in first and second.startswith(b"414 ")
+
+
+def test_a_model_raising_keyboard_interrupt_is_only_its_own_failure(server, tmp_path):
+    app = server()
+    rude = upload(app, tmp_path, "def load_model():\n    return None\n\n"
+                                 "def predict(data, model=None):\n    raise KeyboardInterrupt\n", "rude")
+    assert_json_error(score(app, rude), 422, "model_predict_failed")
+    assert score(app, IRIS).json()["prediction"] == [0]
