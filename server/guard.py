@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import mmap
-import os
 import sys
 import tempfile
 import threading

@@ -262,7 +262,8 @@ class LocalStore:
 
     def release(self, model_id: str) -> bool:
         """Lift a model's quarantine and forget its strikes; False when there was nothing to lift."""
-        if model_id not in self.quarantined() and model_id not in self._quarantine().get("strikes", {}):
+        known = self._quarantine()
+        if model_id not in known.get("quarantined", {}) and model_id not in known.get("strikes", {}):
             return False
         with self._io("lift the model's quarantine"), self._locked():
             data = self._quarantine()
@@ -353,8 +354,8 @@ def sweep_staging(root: Path, older_than_s: float = STALE_STAGING_S) -> None:
     """Delete what uploads, extractions and state writes killed midway left in the store's tmp/.
 
     Workers start (and are restarted) while others are mid-upload, so by default only entries
-    nothing has written to for `older_than_s` go. gunicorn's master may pass 0 before it forks
-    the workers, when every entry is a leftover.
+    nothing has written to for `older_than_s` go. gunicorn's master, before it forks the workers,
+    passes a much shorter age.
     """
     deadline = time.time() - older_than_s
     tmp = root / "tmp"
