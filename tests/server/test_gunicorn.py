@@ -126,6 +126,11 @@ def test_bad_requests_never_hurt_the_workers(gunicorn, tmp_path):
         ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"data": b"{oops"}, 400),
         ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"data": b"[" + b"1," * 2000 + b"1]"}, 413),
         ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"json": [[1, 2]]}, 422),
+        # every body shape is checked against the model's 4 features, not only lists of rows
+        ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"json": [1.0, 2.0]}, 422),
+        ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"json": {"data": [[1, 2]]}}, 422),
+        ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"json": {"a": [1.0]}}, 422),
+        ("post", "/api/v1/score/?model_id=demo-sklearn-iris", {"json": {"data": {"a": [1.0]}}}, 422),
         ("post", "/api/v1/score/?model_id=../../etc/passwd", {"json": [[1]]}, 400),
         ("post", "/api/v1/uploadmodel/", {"files": {"file": ("x.zip", b"not a zip")}, "data": {"model_name": "x"}}, 400),
         ("get", "/api/v1/getmodelinfo/%00", {}, 400),
