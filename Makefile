@@ -10,8 +10,9 @@ SCAN_STAMP := $(SCAN_VENV)/.installed
 
 .PHONY: run test clean
 
+# The local demo listens on loopback only and, unless given a keys file, without authentication.
 run: $(STAMP)
-	$(BIN)/gunicorn -c server/gunicorn.conf.py
+	$(if $(MIS_API_KEYS_FILE),,MIS_AUTH=$${MIS_AUTH:-off}) $(BIN)/gunicorn -c server/gunicorn.conf.py
 
 test: $(STAMP) $(SCAN_STAMP)
 	CHECKOV=$(SCAN_VENV)/bin/checkov $(BIN)/python -m pytest $(PYTEST_ARGS)

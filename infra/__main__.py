@@ -14,7 +14,8 @@ import pulumi_oci as oci  # noqa: E402
 
 from infra import settings as stack_settings  # noqa: E402
 from infra.cluster import ClusterArgs, ClusterComponent, NodePoolArgs  # noqa: E402
-from infra.iam import IamArgs, IamComponent  # noqa: E402
+from infra.iam import IamArgs, IamComponent, KeyGrantsArgs, KeyGrantsComponent  # noqa: E402
+from infra.logs import LogsArgs, LogsComponent  # noqa: E402
 from infra.network import NetworkArgs, NetworkComponent  # noqa: E402
 from infra.registries import RegistriesArgs, RegistriesComponent  # noqa: E402
 from infra.storage import StorageArgs, StorageComponent, bucket_names  # noqa: E402
@@ -56,6 +57,14 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
         api_allowed_cidrs=net.api_allowed_cidrs, client_cidrs=net.client_cidrs,
         public_api_endpoint=s.public_api_endpoint, public_load_balancer=net.public_load_balancer,
     ), in_region)
+    api_keys = ApiKeys(name)
+    vault = VaultComponent(name, VaultArgs(
+        compartment_id=s.compartment_id, vault_type=s.vault_type, key_protection_mode=s.key_protection_mode,
+        api_keys=api_keys.keys, protect=s.protect, key_rotation_days=s.key_rotation_days,
+    ), in_region)
+    key_grants = KeyGrantsComponent(name, KeyGrantsArgs(
+        compartment_id=s.compartment_id, region=s.region, key_id=vault.key_id, volume_key_id=vault.volume_key_id,
+    ), pulumi.ResourceOptions(providers=[home]))
     cluster = ClusterComponent(name, ClusterArgs(
         compartment_id=s.compartment_id, kubernetes_version=s.kubernetes_version, vcn_id=network.vcn_id,
         endpoint_subnet_id=network.endpoint_subnet_id, api_nsg_id=network.api_nsg_id,
@@ -63,24 +72,26 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
         worker_subnet_id=network.worker_subnet_id, worker_nsg_id=network.worker_nsg_id,
         pods_cidr=net.pods_cidr, services_cidr=net.services_cidr, cpu_pool=NodePoolArgs(**asdict(s.cpu_pool)),
         gpu_pool=NodePoolArgs(**asdict(s.gpu_pool)) if s.gpu_pool else None,
-    ), in_region)
-    api_keys = ApiKeys(name)
-    vault = VaultComponent(name, VaultArgs(
-        compartment_id=s.compartment_id, vault_type=s.vault_type, key_protection_mode=s.key_protection_mode,
-        api_keys=api_keys.keys, protect=s.protect,
-    ), in_region)
+        kms_key_id=vault.key_id, volume_kms_key_id=vault.volume_key_id,
+    ), pulumi.ResourceOptions(providers=[region], depends_on=[key_grants.policy]))
     buckets = bucket_names(name)
     iam = IamComponent(name, IamArgs(
         tenancy_id=s.tenancy_id, compartment_id=s.compartment_id, region=s.region, cluster_id=cluster.cluster_id,
         namespace=s.server.namespace, service_account=s.server.service_account,
-        model_bucket=buckets["models"], conda_bucket=buckets["condaPacks"], key_id=vault.key_id,
+        model_bucket=buckets["models"], conda_bucket=buckets["condaPacks"],
     ), pulumi.ResourceOptions(providers=[home]))
     namespace = oci.objectstorage.get_namespace_output(
         compartment_id=s.compartment_id, opts=pulumi.InvokeOutputOptions(provider=region)
     ).namespace
     storage = StorageComponent(name, StorageArgs(
         compartment_id=s.compartment_id, namespace=namespace, kms_key_id=vault.key_id, protect=s.protect,
-    ), pulumi.ResourceOptions(providers=[region], depends_on=[iam.key_policy]))
+    ), pulumi.ResourceOptions(providers=[region], depends_on=[key_grants.policy]))
+    logs = LogsComponent(name, LogsArgs(
+        compartment_id=s.compartment_id,
+        subnet_ids={"workers": network.worker_subnet_id, "api": network.endpoint_subnet_id,
+                    "lb": network.load_balancer_subnet_id},
+        model_bucket=storage.bucket_names["models"], retention_days=s.log_retention_days,
+    ), in_region)
     registries = RegistriesComponent(name, RegistriesArgs(
         compartment_id=s.compartment_id, region=s.region, namespace=namespace, immutable=s.env == "prod",
         protect=s.protect,
@@ -108,6 +119,7 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("bucketNames", storage.bucket_names)
     pulumi.export("vaultId", vault.vault_id)
+    pulumi.export("logGroupId", logs.log_group_id)
     pulumi.export("apiKeySecretIds", vault.secret_ids)
 
 

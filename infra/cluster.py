@@ -4,6 +4,7 @@ Node images come from OKE's node pool options for the cluster's Kubernetes versi
 matching OKE image), never from a hard-coded OCID, so a version bump in the stack file picks the
 right image in every region. The cluster autoscaler add-on owns the pool sizes between the bounds
 of the stack (it authenticates with workload identity; IAM grants it the node pool permissions).
+Kubernetes secrets in etcd and the nodes' boot volumes are encrypted with the stack's Vault keys.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class ClusterArgs:
     services_cidr: str
     cpu_pool: NodePoolArgs
     gpu_pool: NodePoolArgs | None
+    kms_key_id: pulumi.Input[str]  # Kubernetes secrets at rest
+    volume_kms_key_id: pulumi.Input[str]  # boot volumes (Block Volume takes single-version keys only)
 
 
 def pick_node_image(sources: Iterable[tuple[str, str]], kubernetes_version: str, gpu: bool, arm: bool) -> str:
@@ -95,6 +98,7 @@ class ClusterComponent(pulumi.ComponentResource):
             vcn_id=args.vcn_id,
             # Enhanced clusters are required for add-ons and workload identity.
             type="ENHANCED_CLUSTER",
+            kms_key_id=args.kms_key_id,
             cluster_pod_network_options=[{"cni_type": "FLANNEL_OVERLAY"}],
             endpoint_config={
                 "subnet_id": args.endpoint_subnet_id,
@@ -142,6 +146,7 @@ class ClusterComponent(pulumi.ComponentResource):
                     "size": pool.min_nodes,
                     "placement_configs": placements,
                     "nsg_ids": [args.worker_nsg_id],
+                    "kms_key_id": args.volume_kms_key_id,
                     "is_pv_encryption_in_transit_enabled": True,
                 },
                 initial_node_labels=[{"key": POOL_LABEL, "value": role}],

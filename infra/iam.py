@@ -1,9 +1,13 @@
 """IAM: dynamic groups and least-privilege policies, created in the tenancy's home region.
 
-Identity writes are only accepted in the home region, so this component runs on the home-region
+Identity writes are only accepted in the home region, so these components run on the home-region
 provider the caller passes in. Every statement is scoped to the stack's compartment and, where the
 service supports it, to the one cluster, bucket or key it concerns; none grants `manage
 all-resources` or anything on the whole tenancy (the dynamic group itself must live in the tenancy).
+
+Two components, because they sit on either side of the cluster: `KeyGrantsComponent` lets OCI
+services use the stack's keys, and must exist before the cluster, node pools and buckets encrypted
+with them; `IamComponent` grants the cluster's workloads and the pipelines, and names the cluster.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ class IamArgs:
     service_account: str
     model_bucket: str
     conda_bucket: str
-    key_id: pulumi.Input[str]
 
 
 def _workload(namespace: str, service_account: str, cluster_id: str) -> str:
@@ -75,17 +78,49 @@ def devops_statements(args: IamArgs, group_id: str) -> list[str]:
     ]
 
 
-def service_statements(args: IamArgs, key_id: str) -> list[str]:
-    """Object Storage must be allowed to use the master key before a bucket can be encrypted with it."""
+@dataclass(frozen=True)
+class KeyGrantsArgs:
+    compartment_id: str
+    region: str
+    key_id: pulumi.Input[str]  # buckets and the cluster's Kubernetes secrets
+    volume_key_id: pulumi.Input[str]  # the nodes' boot volumes
+
+
+def key_statements(args: KeyGrantsArgs, key_id: str, volume_key_id: str) -> list[str]:
+    """Who may use which key, each grant for one key only (OKE's documented grants, narrowed to this
+    compartment's clusters and node pools: the cluster cannot be named before it exists)."""
+    where = f"in compartment id {args.compartment_id} where"
+    here = f"request.principal.compartment.id = '{args.compartment_id}'"
     return [
-        f"Allow service objectstorage-{args.region} to use keys in compartment id {args.compartment_id} "
-        f"where target.key.id = '{key_id}'"
+        f"Allow service objectstorage-{args.region} to use keys {where} target.key.id = '{key_id}'",
+        # OKE encrypts the cluster's Kubernetes secrets in etcd with the stack's key.
+        f"Allow any-user to use keys {where} all {{request.principal.type = 'cluster', {here}, "
+        f"target.key.id = '{key_id}'}}",
+        # Node pools hand the volume key to Block Volume for the nodes' boot volumes.
+        f"Allow service blockstorage to use keys {where} target.key.id = '{volume_key_id}'",
+        f"Allow any-user to use key-delegates {where} all {{request.principal.type = 'nodepool', {here}, "
+        f"target.key.id = '{volume_key_id}'}}",
     ]
+
+
+class KeyGrantsComponent(pulumi.ComponentResource):
+    policy: oci.identity.Policy  # depend on it before creating anything encrypted with the keys
+
+    def __init__(self, name: str, args: KeyGrantsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mis:infra:KeyGrants", name, None, opts)
+        self.policy = oci.identity.Policy(
+            f"{name}-key-users", compartment_id=args.compartment_id, name=f"{name}-key-users",
+            description="OCI services and this stack's clusters and node pools using its master keys",
+            statements=pulumi.Output.all(args.key_id, args.volume_key_id).apply(
+                lambda keys: key_statements(args, *keys)
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"policyId": self.policy.id})
 
 
 class IamComponent(pulumi.ComponentResource):
     devops_group_id: pulumi.Output[str]
-    key_policy: oci.identity.Policy
 
     def __init__(self, name: str, args: IamArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mis:infra:Iam", name, None, opts)
@@ -113,10 +148,6 @@ class IamComponent(pulumi.ComponentResource):
                pulumi.Output.from_input(args.cluster_id).apply(lambda cluster: workload_statements(args, cluster)))
         policy("devops", "DevOps build and deploy pipelines",
                devops.id.apply(lambda group: devops_statements(args, group)))
-        self.key_policy = policy(
-            "services", "OCI services acting for this stack",
-            pulumi.Output.from_input(args.key_id).apply(lambda key: service_statements(args, key)),
-        )
 
         self.devops_group_id = devops.id
         self.register_outputs({"devopsGroupId": self.devops_group_id})

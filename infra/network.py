@@ -1,9 +1,9 @@
 """Network: one VCN per stack with private subnets, NAT and service gateways, and NSGs for OKE.
 
 All traffic rules live in network security groups (one each for the API endpoint, the workers and
-the load balancers) and are exactly the flannel-overlay rules OKE documents, nothing more. Every
-subnet carries an empty security list instead of the VCN's default one, which would otherwise open
-SSH to 0.0.0.0/0.
+the load balancers) and are exactly the flannel-overlay rules OKE documents, nothing more. The
+VCN's default security list, which OCI creates with SSH open to 0.0.0.0/0, is taken over and
+emptied, and it is the only security list the subnets carry.
 """
 
 from __future__ import annotations
@@ -84,8 +84,10 @@ class NetworkComponent(pulumi.ComponentResource):
                               "network_entity_id": internet.id, "description": "public endpoints"}],
                 opts=child,
             )
-        no_rules = oci.core.SecurityList(
-            f"{name}-nsg-only", compartment_id=compartment, vcn_id=vcn.id, display_name=f"{name}-nsg-only",
+        # Emptied rather than left unused: a subnet created later by hand would get it, SSH rule and all.
+        no_rules = oci.core.DefaultSecurityList(
+            f"{name}-default-security-list", manage_default_resource_id=vcn.default_security_list_id,
+            compartment_id=compartment, display_name=f"{name}-default-security-list",
             ingress_security_rules=[], egress_security_rules=[], opts=child,
         )
 

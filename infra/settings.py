@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pulumi
 
@@ -24,6 +24,17 @@ SERVICE_TYPES = ("LoadBalancer", "ClusterIP", "NodePort")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Variables whose values are fixed by the pod layout or the stack, so `server.config` may not set them.
 RESERVED_SERVER_VARIABLES = ("MIS_ENV", "MIS_BIND", "MIS_DATA_DIR", "MIS_API_KEYS_FILE")
+# Address space the internet does not route: RFC 1918, and RFC 6598 shared space (100.64.0.0/10),
+# which carriers and overlay VPNs use behind NAT, so no internet host can appear with such a source.
+PRIVATE_NETWORKS = tuple(
+    ipaddress.IPv4Network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+# The most public address space a stack may open the Kubernetes API (with a reason) or prod's scoring
+# endpoint to: a /16's worth, an organisation's own egress ranges. Counting addresses rather than
+# matching 0.0.0.0/0 means the internet split into pieces (0.0.0.0/1 + 128.0.0.0/1) is still refused.
+PUBLIC_ADDRESS_LIMIT = 2**16
+# What OCI accepts as an automatic rotation interval for a master key.
+KEY_ROTATION_DAYS = range(60, 366)
 
 _REGION = re.compile(r"^[a-z]{2,}-[a-z]+-\d+$")
 _OCID = re.compile(r"^ocid1\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+$")
@@ -48,6 +59,8 @@ class NetworkSettings:
     api_allowed_cidrs: tuple[str, ...]
     client_cidrs: tuple[str, ...]
     public_load_balancer: bool
+    # Why apiAllowedCidrs may include public address space; None: they are all private.
+    public_api_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class Settings:
     gpu_pool: NodePoolSettings | None
     vault_type: str
     key_protection_mode: str
+    # Days between automatic rotations of the master key; None where OCI cannot rotate it (a DEFAULT vault).
+    key_rotation_days: int | None
     oci_auth: str | None
     oci_profile: str | None
     # OCI mode: an OCIR user ("<namespace>/<user name>") and its auth token (a secret Output), from
@@ -117,6 +132,24 @@ class Settings:
     def protect(self) -> bool:
         """Stateful resources (vault, keys, buckets, repositories) resist `pulumi destroy` in prod."""
         return self.env == "prod"
+
+    @property
+    def log_retention_days(self) -> int:
+        """Flow and bucket access logs: the longest retention OCI Logging offers in prod, a month elsewhere."""
+        return 180 if self.env == "prod" else 30
+
+
+def public_addresses(blocks: Iterable[ipaddress.IPv4Network]) -> int:
+    """How many addresses outside PRIVATE_NETWORKS the blocks cover together (overlaps counted once)."""
+    remaining = list(ipaddress.collapse_addresses(blocks))
+    for private in PRIVATE_NETWORKS:
+        # Two CIDR blocks are either disjoint or one contains the other.
+        remaining = [
+            piece
+            for block in remaining if not block.subnet_of(private)
+            for piece in (block.address_exclude(private) if private.subnet_of(block) else (block,))
+        ]
+    return sum(block.num_addresses for block in remaining)
 
 
 def load() -> Settings:
@@ -145,6 +178,14 @@ class _Reader:
                 raise self.fail(name, "is required")
             return default
         return value.strip()
+
+    def integer(self, name: str, default: int, allowed: range) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        if not re.fullmatch(r"-?\d+", value) or int(value) not in allowed:
+            raise self.fail(name, f"must be a whole number from {allowed.start} to {allowed.stop - 1}, got {value!r}")
+        return int(value)
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.config.get(name)
@@ -191,11 +232,13 @@ class _Reader:
             raise self.fail(f"{parent}.{name}", f"must be at least {minimum}, got {value!r}")
         return kind(value)
 
-    def field_cidrs(self, obj: dict, parent: str, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = obj.get(name, list(default))
+    def field_cidrs(
+        self, obj: dict, parent: str, name: str, default: tuple[ipaddress.IPv4Network, ...]
+    ) -> tuple[ipaddress.IPv4Network, ...]:
+        value = obj.get(name, [str(block) for block in default])
         if not isinstance(value, list):
             raise self.fail(f"{parent}.{name}", "must be a list of CIDR blocks")
-        return tuple(str(self.network_of(f"{parent}.{name}", item)) for item in value)
+        return tuple(self.network_of(f"{parent}.{name}", item) for item in value)
 
     def network_of(self, key: str, value: Any) -> ipaddress.IPv4Network:
         try:
@@ -235,6 +278,7 @@ class _Reader:
                 gpu_pool=None,
                 vault_type="DEFAULT",
                 key_protection_mode="SOFTWARE",
+                key_rotation_days=None,
                 oci_auth=None,
                 oci_profile=None,
                 registry_user=None,
@@ -254,12 +298,19 @@ class _Reader:
         public_api = self.flag("publicApiEndpoint", default=False)
         if public_api and env == "prod":
             raise self.fail("publicApiEndpoint", "must be false in prod: the Kubernetes API stays private")
-        network = self.network(public_api)
-        if network.public_load_balancer and env == "prod" and "0.0.0.0/0" in network.client_cidrs:
-            raise self.fail("network.clientCidrs", "must not be 0.0.0.0/0 in prod")
-        vault_type = self.text("vaultType", default="DEFAULT")
+        network = self.network(env, public_api)
+        vault_type = self.text("vaultType", default="VIRTUAL_PRIVATE" if env == "prod" else "DEFAULT")
         if vault_type not in ("DEFAULT", "VIRTUAL_PRIVATE"):
             raise self.fail("vaultType", f"must be DEFAULT or VIRTUAL_PRIVATE, got {vault_type!r}")
+        # OCI rotates a master key on a schedule only in a virtual private vault.
+        if env == "prod" and vault_type != "VIRTUAL_PRIVATE":
+            raise self.fail("vaultType", "must be VIRTUAL_PRIVATE in prod: only there does OCI rotate the master key")
+        if vault_type == "VIRTUAL_PRIVATE":
+            rotation_days = self.integer("keyRotationDays", 90, KEY_ROTATION_DAYS)
+        elif self.text("keyRotationDays") is not None:
+            raise self.fail("keyRotationDays", "needs vaultType VIRTUAL_PRIVATE: OCI rotates keys automatically only there")
+        else:
+            rotation_days = None
         protection = self.text("keyProtectionMode", default="HSM")
         if protection not in ("HSM", "SOFTWARE"):
             raise self.fail("keyProtectionMode", f"must be HSM or SOFTWARE, got {protection!r}")
@@ -275,6 +326,7 @@ class _Reader:
             gpu_pool=self.pool("gpuPool", required=False),
             vault_type=vault_type,
             key_protection_mode=protection,
+            key_rotation_days=rotation_days,
             oci_auth=self.oci.get("auth"),
             oci_profile=self.oci.get("configFileProfile"),
             **self.registry_credentials(),
@@ -309,13 +361,14 @@ class _Reader:
             )
         return kubeconfig
 
-    def network(self, public_api: bool) -> NetworkSettings:
+    def network(self, env: str, public_api: bool) -> NetworkSettings:
         section = "network"
         raw = self.obj(
             section,
             (
                 "vcnCidr", "workerSubnetCidr", "endpointSubnetCidr", "loadBalancerSubnetCidr",
                 "podsCidr", "servicesCidr", "apiAllowedCidrs", "clientCidrs", "publicLoadBalancer",
+                "publicApiReason",
             ),
             required=True,
         )
@@ -353,6 +406,16 @@ class _Reader:
         api_allowed = self.field_cidrs(raw, section, "apiAllowedCidrs", ())
         if public_api and not api_allowed:
             raise self.fail(f"{section}.apiAllowedCidrs", "must list the admin CIDRs when publicApiEndpoint is true")
+        reason = self.field_text(raw, section, "publicApiReason")
+        self.check_api_exposure(section, api_allowed, reason)
+        clients = self.field_cidrs(raw, section, "clientCidrs", (vcn,))
+        exposed = public_addresses(clients)
+        if env == "prod" and exposed > PUBLIC_ADDRESS_LIMIT:
+            raise self.fail(
+                f"{section}.clientCidrs",
+                f"opens prod's scoring endpoint to {exposed} public addresses, more than a /16 "
+                f"({PUBLIC_ADDRESS_LIMIT}): list the clients' own ranges",
+            )
         public_lb = raw.get("publicLoadBalancer", False)
         if not isinstance(public_lb, bool):
             raise self.fail(f"{section}.publicLoadBalancer", f"must be true or false, got {public_lb!r}")
@@ -363,10 +426,32 @@ class _Reader:
             load_balancer_subnet_cidr=str(blocks["loadBalancerSubnetCidr"]),
             pods_cidr=str(blocks["podsCidr"]),
             services_cidr=str(blocks["servicesCidr"]),
-            api_allowed_cidrs=api_allowed,
-            client_cidrs=self.field_cidrs(raw, section, "clientCidrs", (str(vcn),)),
+            api_allowed_cidrs=tuple(map(str, api_allowed)),
+            client_cidrs=tuple(map(str, clients)),
             public_load_balancer=public_lb,
+            public_api_reason=reason,
         )
+
+    def check_api_exposure(
+        self, section: str, api_allowed: tuple[ipaddress.IPv4Network, ...], reason: str | None
+    ) -> None:
+        """In every env the Kubernetes API admits only private ranges, unless the stack says why."""
+        public = [block for block in api_allowed if public_addresses([block])]
+        if public and reason is None:
+            raise self.fail(
+                f"{section}.apiAllowedCidrs",
+                f"{public[0]} is not private address space (RFC 1918 or 100.64.0.0/10): the Kubernetes API "
+                f"admits public ranges only when network.publicApiReason says why",
+            )
+        if reason is not None and not public:
+            raise self.fail(f"{section}.publicApiReason", "justifies public apiAllowedCidrs, but all of them are private")
+        exposed = public_addresses(api_allowed)
+        if exposed > PUBLIC_ADDRESS_LIMIT:
+            raise self.fail(
+                f"{section}.apiAllowedCidrs",
+                f"opens the Kubernetes API to {exposed} public addresses, more than a /16 ({PUBLIC_ADDRESS_LIMIT}), "
+                f"which no reason justifies",
+            )
 
     def pool(self, section: str, required: bool) -> NodePoolSettings | None:
         raw = self.obj(section, ("shape", "ocpus", "memoryGbs", "minNodes", "maxNodes", "bootVolumeGbs"), required)

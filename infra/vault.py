@@ -1,8 +1,13 @@
 """API keys and the Vault that keeps them.
 
 `ApiKeys` generates the server's keys per stack (random, secret, never in a stack file).
-`VaultComponent` creates the stack's vault and master key, stores each API key as a Vault secret,
+`VaultComponent` creates the stack's vault and master keys, stores each API key as a Vault secret,
 and hands back the keys file read from the Vault, which is what the Kubernetes Secret carries.
+
+Two master keys: the stack's key (Vault secrets, buckets, the cluster's Kubernetes secrets), which
+rotates on a schedule where the vault can do it, and a volume key for the nodes' boot volumes,
+which never rotates in place because Block Volume supports keys with a single version only (a
+volume key is rotated by switching the node pools to a new key).
 The keys file (`MIS_API_KEYS_FILE`) is JSON:
 `{"keys": [{"name": "scoring", "scopes": ["score"], "key": "..."}, ...]}`.
 """
@@ -60,11 +65,13 @@ class VaultArgs:
     key_protection_mode: str
     api_keys: Mapping[str, pulumi.Output[str]]
     protect: bool
+    key_rotation_days: int | None  # None: the vault cannot rotate keys on a schedule
 
 
 class VaultComponent(pulumi.ComponentResource):
     vault_id: pulumi.Output[str]
     key_id: pulumi.Output[str]
+    volume_key_id: pulumi.Output[str]
     secret_ids: dict[str, pulumi.Output[str]]
     api_keys_document: pulumi.Output[str]
 
@@ -77,11 +84,19 @@ class VaultComponent(pulumi.ComponentResource):
             f"{name}-vault", compartment_id=args.compartment_id, display_name=f"{name}-vault",
             vault_type=args.vault_type, opts=stateful,
         )
-        key = oci.kms.Key(
-            f"{name}-key", compartment_id=args.compartment_id, display_name=f"{name}-key",
-            key_shape={"algorithm": "AES", "length": 32}, protection_mode=args.key_protection_mode,
-            management_endpoint=vault.management_endpoint, opts=stateful,
-        )
+
+        def master_key(suffix: str, rotation_days: int | None) -> oci.kms.Key:
+            return oci.kms.Key(
+                f"{name}-{suffix}", compartment_id=args.compartment_id, display_name=f"{name}-{suffix}",
+                key_shape={"algorithm": "AES", "length": 32}, protection_mode=args.key_protection_mode,
+                management_endpoint=vault.management_endpoint,
+                is_auto_rotation_enabled=rotation_days is not None,
+                auto_key_rotation_details={"rotation_interval_in_days": rotation_days} if rotation_days else None,
+                opts=stateful,
+            )
+
+        key = master_key("key", args.key_rotation_days)
+        volume_key = master_key("volume-key", None)
         secrets = {
             key_name: oci.vault.Secret(
                 f"{name}-api-key-{key_name}",
@@ -108,6 +123,7 @@ class VaultComponent(pulumi.ComponentResource):
 
         self.vault_id = vault.id
         self.key_id = key.id
+        self.volume_key_id = volume_key.id
         self.secret_ids = {key_name: secret.id for key_name, secret in secrets.items()}
         self.api_keys_document = pulumi.Output.secret(pulumi.Output.all(**contents).apply(keys_document))
-        self.register_outputs({"vaultId": self.vault_id, "keyId": self.key_id})
+        self.register_outputs({"vaultId": self.vault_id, "keyId": self.key_id, "volumeKeyId": self.volume_key_id})

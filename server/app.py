@@ -7,16 +7,19 @@ import logging
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import falcon
 import falcon.media
 
 from . import __version__, resources
+from .auth import ADMIN, ApiKeys, Gate
 from .catalog import LocalCatalog
 from .config import Config
 from .errors import MISError
 from .guard import PredictGuard, inflight_path, models_in_flight
+from .middleware import Authenticate, Observe, configure_json_logs, log_request, request_id
 from .openapi import add_docs_routes
 from .registry import Registry
 from .store import LocalStore
@@ -40,30 +43,82 @@ def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=N
         max_upload_bytes=config.max_upload_bytes,
         quarantine_strikes=config.quarantine_strikes,
         quarantine_window_s=config.quarantine_window_s,
+        upload_envs=config.upload_envs,
     )
 
 
-class App(falcon.App):
-    """falcon.App that also tells the worker (server/worker.py) how large a body each path accepts,
-    so an oversized body is refused while it streams in rather than after it is buffered."""
+def build_gate(config: Config) -> Gate:
+    """Raises KeysFileError when the keys file cannot be used: the server must not start so."""
+    return Gate(ApiKeys(config.api_keys_file) if config.api_keys_file else None)
 
-    def __init__(self, config: Config, upload_paths: tuple[str, ...]):
-        super().__init__()
+
+class App(falcon.App):
+    """falcon.App that also tells the worker (server/worker.py), from a request's head, how large a
+    body it may send: an oversized body is refused while it streams in rather than after it is
+    buffered, and an upload from a caller who may not upload before a byte of it is stored."""
+
+    def __init__(self, config: Config, gate: Gate, upload_paths: tuple[str, ...]):
+        super().__init__(middleware=[Observe(), Authenticate(gate)])
+        self.gate = gate
+        self.error_detail = config.error_detail
         self.upload_paths = upload_paths
         self.max_body_bytes = config.max_body_bytes
         self.max_upload_bytes = config.max_upload_bytes
         self.on_shutdown = lambda: None  # the worker calls it when it leaves in order
+        self.add_error_handler(Exception, self._unexpected)
+        self.add_error_handler(falcon.HTTPError, self._http_error)
+        self.add_error_handler(MISError, self._mis_error)
 
-    def body_limit(self, path: str) -> int:
-        return self.max_upload_bytes if path.rstrip("/") in self.upload_paths else self.max_body_bytes
+    def body_limit(self, path: str, *, method: str = "POST", authorization: str | None = None,
+                   request_id_header: str | None = None, client: str | None = None) -> int:
+        """Raises the MISError to answer instead (401, 403) when the caller may not upload here."""
+        if path.rstrip("/") not in self.upload_paths:
+            return self.max_body_bytes
+        try:
+            self.gate.admit(resources.UploadModel.scope, authorization)
+        except MISError as exc:
+            log_request(request_id=request_id(request_id_header), method=method, path=path, status=exc.status,
+                        started=time.perf_counter(), client=client, caller=None, model=None,
+                        audit=resources.UploadModel.audit)
+            raise
+        return self.max_upload_bytes
+
+    def _mis_error(self, req, resp, exc: MISError, params):
+        caller = getattr(req.context, "caller", None)
+        shown = self.error_detail == "all" or (self.error_detail == "admin" and caller is not None and caller.may(ADMIN))
+        if exc.private:
+            log.warning("request %s: %s: %s", getattr(req.context, "request_id", "-"), exc.message, exc.private)
+        resp.status = exc.status
+        resp.media = exc.to_dict(with_private=shown)
+        for name, value in exc.headers.items():
+            resp.set_header(name, value)
+
+    @staticmethod
+    def _http_error(req, resp, exc: falcon.HTTPError, params):
+        """Falcon's own errors (unknown route, bad query parameter, malformed form) in our error shape."""
+        reason = falcon.code_to_http_status(exc.status).split(" ", 1)[1]
+        resp.status = exc.status
+        resp.media = {"error": exc.description or f"{reason}: {req.method} {req.path}",
+                      "code": reason.lower().replace(" ", "_").replace("-", "_")}
+        for name, value in (exc.headers or {}).items():
+            resp.set_header(name, value)
+
+    @staticmethod
+    def _unexpected(req, resp, exc: Exception, params):
+        log.exception("request %s: unexpected error on %s %s", getattr(req.context, "request_id", "-"),
+                      req.method, req.path)
+        resp.status = falcon.HTTP_500
+        resp.media = {"error": "internal server error; the server log has the details", "code": "internal_error"}
 
 
-def create_app(config: Config, registry: Registry | None = None, warmup: Warmup | None = None) -> App:
+def create_app(config: Config, registry: Registry | None = None, warmup: Warmup | None = None,
+               gate: Gate | None = None) -> App:
     registry = registry or build_registry(config)
     warmup = warmup or Warmup(registry, config.preload).start()
+    gate = gate or build_gate(config)
 
     api = "/api/v1"
-    app = App(config, upload_paths=(f"{api}/uploadmodel",))
+    app = App(config, gate, upload_paths=(f"{api}/uploadmodel",))
     app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
     json_handler = falcon.media.JSONHandler(dumps=_dumps)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -72,17 +127,14 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
     app.add_route(f"{api}/getmodelinfo/{{model_id}}", resources.ModelDetails(registry))
     app.add_route(f"{api}/loadmodel/{{model_id}}", resources.LoadModel(registry))
     app.add_route(f"{api}/uploadmodel", resources.UploadModel(registry, config))
+    app.add_route(f"{api}/promotemodel/{{model_id}}", resources.PromoteModel(registry, config))
     app.add_route(f"{api}/removemodel/{{model_id}}", resources.RemoveModel(registry))
     app.add_route(f"{api}/score", resources.Score(registry, config))
-    app.add_route(f"{api}/serverinfo", resources.ServerInfo(registry, config))
+    app.add_route(f"{api}/serverinfo", resources.ServerInfo(registry, config, gate))
     app.add_route(f"{api}/healthcheck", resources.Health())
     app.add_route(f"{api}/health/live", resources.Liveness())
     app.add_route(f"{api}/health/ready", resources.Readiness(warmup))
     add_docs_routes(app, __version__)
-
-    app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler(falcon.HTTPError, _http_error)
-    app.add_error_handler(MISError, _mis_error)
     return app
 
 
@@ -91,6 +143,7 @@ def get_app() -> App:
     MIS_* variables."""
     config = Config.from_env()
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    configure_json_logs()
     registry = build_registry(config, inflight_file=inflight_path(os.getppid(), os.getpid()),
                               on_stuck=lambda: os.kill(os.getpid(), signal.SIGTERM))  # gunicorn's graceful exit
     app = create_app(config, registry)
@@ -108,27 +161,6 @@ def blame_dead_worker(config: Config, master_pid: int, worker_pid: int) -> list[
         store.record_strike(models[0], "its worker died while it predicted", limit=config.quarantine_strikes,
                             window_s=config.quarantine_window_s, lock_timeout_s=1.0)
     return models
-
-
-def _mis_error(req, resp, exc: MISError, params):
-    resp.status = exc.status
-    resp.media = exc.to_dict()
-
-
-def _http_error(req, resp, exc: falcon.HTTPError, params):
-    """Falcon's own errors (unknown route, bad query parameter, malformed form) in our error shape."""
-    reason = falcon.code_to_http_status(exc.status).split(" ", 1)[1]
-    resp.status = exc.status
-    resp.media = {"error": exc.description or f"{reason}: {req.method} {req.path}",
-                  "code": reason.lower().replace(" ", "_").replace("-", "_")}
-    for name, value in (exc.headers or {}).items():
-        resp.set_header(name, value)
-
-
-def _unexpected(req, resp, exc: Exception, params):
-    log.exception("unexpected error on %s %s", req.method, req.path)
-    resp.status = falcon.HTTP_500
-    resp.media = {"error": "internal server error; the server log has the details", "code": "internal_error"}
 
 
 def _dumps(value) -> str:

@@ -3,14 +3,16 @@
 A catalog answers "which models exist, what do we know about them, and give me the artifact".
 `LocalCatalog` is the embedded default: one directory per model holding `metadata.json` and the
 artifact (an OCI Data Science zip, or a native model file). Other catalogs (OCI Data Science)
-implement the same three methods.
+implement the same methods.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -59,6 +61,10 @@ class ModelInfo:
                 return item.get("value")
         return None
 
+    def with_env(self, env: str | None) -> "ModelInfo":
+        others = [item for item in self.custom_metadata if item.get("key") != "env"]
+        return replace(self, custom_metadata=others + ([{"key": "env", "value": env, "category": "Other"}] if env else []))
+
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
         known = {f.name for f in fields(cls)}
@@ -86,6 +92,9 @@ class Catalog(Protocol):
     def artifact(self, model_id: str) -> Path:
         """A local file holding the model's artifact (downloaded first where the catalog is remote)."""
 
+    def set_env(self, model_id: str, env: str | None) -> ModelInfo:
+        """Promote (or, with None, withdraw) a model: its `env` custom metadata becomes `env`."""
+
 
 def page_of(models: list[ModelInfo], limit: int, page: str | None) -> tuple[list[ModelInfo], str | None]:
     """One page of a list held in memory; the token is the offset of the next page."""
@@ -111,8 +120,16 @@ def read_entry(directory: Path, source: str) -> ModelInfo | None:
 
 
 def write_entry(directory: Path, info: ModelInfo) -> None:
+    """Written aside, then renamed over: a reader never sees half of it."""
     data = {k: v for k, v in info.to_dict().items() if k != "source"}
-    (directory / METADATA_FILE).write_text(json.dumps(data, indent=2, sort_keys=True))
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".metadata-")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+        os.replace(name, directory / METADATA_FILE)
+    except BaseException:
+        os.unlink(name)
+        raise
 
 
 class LocalCatalog:
@@ -136,6 +153,11 @@ class LocalCatalog:
         info = read_entry(self.root / validate_model_id(model_id), "catalog")
         if info is None:
             raise ModelNotFound(f"model {model_id!r} is not in the catalog", model_id=model_id)
+        return info
+
+    def set_env(self, model_id: str, env: str | None) -> ModelInfo:
+        info = self.get(model_id).with_env(env)
+        write_entry(self.root / model_id, info)
         return info
 
     def artifact(self, model_id: str) -> Path:

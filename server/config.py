@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -33,10 +34,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MIS_MAX_UPLOAD_BYTES": (str(512 * MiB), "Largest accepted upload request body."),
     "MIS_MAX_ARTIFACT_BYTES": (str(2048 * MiB), "Largest total uncompressed size of an uploaded artifact zip."),
     "MIS_LOG_LEVEL": ("info", "Log level of the server and gunicorn."),
+    "MIS_API_KEYS_FILE": ("", "JSON file of API keys (`{\"keys\": [{\"name\", \"scopes\", \"key\"}]}`), re-read when it changes. Required unless MIS_AUTH=off."),
+    "MIS_AUTH": ("on", "`on`: every model operation needs an API key from MIS_API_KEYS_FILE. `off`: no authentication, allowed only on a loopback MIS_BIND."),
+    "MIS_UPLOAD_ENVS": ("", "Envs an upload may claim, comma-separated, or `*`. Empty: on a gated server (MIS_ENV set) uploads start with no env and an admin promotes them; on an ungated one any env."),
+    "MIS_ERROR_DETAIL": ("admin", "Who sees a model's own exception text in error answers: `admin` keys (everyone when MIS_AUTH=off), `all` or `none`. The log always has it."),
 }
 
 _BIND = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 _CATALOGS = ("local",)
+_ERROR_DETAIL = ("admin", "all", "none")
 
 
 class ConfigError(ValueError):
@@ -66,6 +72,9 @@ class Config:
     max_upload_bytes: int
     max_artifact_bytes: int
     log_level: str
+    api_keys_file: Path | None  # None: authentication is off (only ever on a loopback bind)
+    upload_envs: frozenset[str] | None  # None: any env
+    error_detail: str
 
     @property
     def catalog_dir(self) -> Path:
@@ -89,8 +98,13 @@ class Config:
         if catalog not in _CATALOGS:
             raise ConfigError(f"MIS_CATALOG must be one of {', '.join(_CATALOGS)}, got {catalog!r}")
         preload = get("MIS_PRELOAD")
+        env = get("MIS_ENV") or None
+        error_detail = get("MIS_ERROR_DETAIL").lower()
+        if error_detail not in _ERROR_DETAIL:
+            raise ConfigError(f"MIS_ERROR_DETAIL must be one of {', '.join(_ERROR_DETAIL)}, got {error_detail!r}")
+        upload_envs = get("MIS_UPLOAD_ENVS")
         return cls(
-            env=get("MIS_ENV") or None,
+            env=env,
             bind=bind,
             workers=_number(get, "MIS_WORKERS", int, minimum=1),
             threads=_number(get, "MIS_THREADS", int, minimum=1),
@@ -111,7 +125,40 @@ class Config:
             max_upload_bytes=_number(get, "MIS_MAX_UPLOAD_BYTES", int, minimum=1),
             max_artifact_bytes=_number(get, "MIS_MAX_ARTIFACT_BYTES", int, minimum=1),
             log_level=get("MIS_LOG_LEVEL").lower(),
+            api_keys_file=_api_keys_file(get, bind),
+            upload_envs=(None if upload_envs == "*" or (not upload_envs and env is None)
+                         else frozenset(e.strip() for e in upload_envs.split(",") if e.strip())),
+            error_detail=error_detail,
         )
+
+
+def _api_keys_file(get, bind: str) -> Path | None:
+    """Authentication is on unless explicitly turned off, and never off beyond this machine."""
+    auth, keys_file = get("MIS_AUTH").lower(), get("MIS_API_KEYS_FILE")
+    if auth not in ("on", "off"):
+        raise ConfigError(f"MIS_AUTH must be on or off, got {auth!r}")
+    if auth == "off":
+        if keys_file:
+            raise ConfigError("MIS_AUTH=off and MIS_API_KEYS_FILE are both set: unset one of them")
+        if not is_loopback(bind):
+            raise ConfigError(f"MIS_AUTH=off is allowed only on a loopback MIS_BIND, not {bind!r}: "
+                              "set MIS_API_KEYS_FILE to an API keys file")
+        return None
+    if not keys_file:
+        raise ConfigError("MIS_API_KEYS_FILE is not set: point it at an API keys file "
+                          "({\"keys\": [{\"name\", \"scopes\", \"key\"}]}), or, on a loopback MIS_BIND only, "
+                          "set MIS_AUTH=off")
+    return Path(keys_file)
+
+
+def is_loopback(bind: str) -> bool:
+    host = _BIND.match(bind)["host"].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _number(get, name: str, kind: type, minimum: float):

@@ -6,14 +6,19 @@ from __future__ import annotations
 class MISError(Exception):
     status = 500
     code = "internal_error"
+    headers: dict[str, str] = {}
 
-    def __init__(self, message: str, **details):
+    def __init__(self, message: str, *, private: str | None = None, **details):
+        """`private`: what foreign code (a model) said about the failure. It goes to the log, and to
+        a client only where the error detail policy allows (MIS_ERROR_DETAIL)."""
         super().__init__(message)
         self.message = message
+        self.private = private
         self.details = details
 
-    def to_dict(self) -> dict:
-        return {"error": self.message, "code": self.code, **self.details}
+    def to_dict(self, with_private: bool = False) -> dict:
+        extra = {"detail": self.private} if with_private and self.private else {}
+        return {"error": self.message, "code": self.code, **self.details, **extra}
 
 
 class BadRequest(MISError):
@@ -33,6 +38,33 @@ class InvalidPage(BadRequest):
 
 class InvalidArtifact(BadRequest):
     code = "invalid_artifact"
+
+
+class Unauthorized(MISError):
+    """No API key, or one the server does not know."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str, invalid: bool):
+        super().__init__(message)
+        # RFC 6750: the challenge names the scheme; `invalid_token` only when a key was sent.
+        self.headers = {"WWW-Authenticate": 'Bearer realm="mis"' + (', error="invalid_token"' if invalid else "")}
+
+
+class Forbidden(MISError):
+    """A known key without the scope the operation needs."""
+
+    status, code = 403, "forbidden"
+
+    def __init__(self, message: str, scope: str):
+        super().__init__(message, required_scope=scope)
+        self.headers = {"WWW-Authenticate": f'Bearer realm="mis", error="insufficient_scope", scope="{scope}"'}
+
+
+class UploadEnvRefused(MISError):
+    """An upload claimed an env this server does not let uploads claim (promotion is an admin act)."""
+
+    status, code = 403, "upload_env_refused"
 
 
 class EnvMismatch(MISError):

@@ -5,12 +5,17 @@ import shutil
 import subprocess
 import sys
 
-from server.app import blame_dead_worker
-from server.config import Config
+from server.app import blame_dead_worker, build_gate
+from server.auth import KeysFileError
+from server.config import Config, ConfigError
 from server.guard import inflight_dir
 from server.store import sweep_staging
 
-_config = Config.from_env()
+try:
+    _config = Config.from_env()
+    build_gate(_config)  # a keys file that cannot be used stops the start here, not in every worker
+except (ConfigError, KeysFileError) as exc:
+    sys.exit(f"The server cannot start: {exc}")  # one line saying what to set, not a traceback
 
 # One OpenMP thread per worker unless the operator says otherwise: small requests gain nothing
 # from XGBoost's / LightGBM's thread pools, and workers x threads > cores makes them thrash.

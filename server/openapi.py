@@ -16,6 +16,8 @@ from typing import Any
 import falcon
 from swagger_ui_bundle import swagger_ui_path
 
+from .auth import ADMIN, SCORE
+
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 DOCS_PATH = "/docs"
@@ -25,6 +27,15 @@ DOCS_ASSETS_PREFIX = f"{DOCS_PATH}/assets"
 MODEL_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,254}$"
 
 Schema = dict[str, Any]
+
+# The API key scope each operation needs (None: open), as its resource declares it in
+# server/resources.py; a test holds the two together.
+OPERATION_SCOPES: dict[str, str | None] = {
+    "listModels": SCORE, "getModelInfo": SCORE, "score": SCORE, "serverInfo": SCORE,
+    "loadModel": ADMIN, "uploadModel": ADMIN, "promoteModel": ADMIN, "removeModel": ADMIN,
+    "healthCheck": None, "liveness": None, "readiness": None, "openapiDocument": None,
+}
+SECURITY_SCHEME = "apiKey"
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +205,11 @@ def _schemas() -> Schema:
     )
     server_info = _object(
         {
+            "auth": _object({
+                "mode": _string("`bearer`: API keys; `off`: no authentication (loopback only).", enum=["bearer", "off"]),
+                "caller": _nullable(_string("Name of the API key this request used (never the key).")),
+                "scopes": {"type": "array", "items": _string(enum=[SCORE, ADMIN])},
+            }),
             "version": _string("Server version."),
             "environment": _nullable(_string("MIS_ENV of this server, or null.")),
             "env_gating": {"type": "boolean", "description": "True when MIS_ENV gates scoring."},
@@ -209,7 +225,8 @@ def _schemas() -> Schema:
             "error": _string("Human-readable message."),
             "code": _string(
                 "Machine-readable code, e.g. bad_request, invalid_model_id, invalid_page, "
-                "invalid_artifact, env_mismatch, model_not_found, model_not_loaded, "
+                "invalid_artifact, unauthorized, forbidden, upload_env_refused, env_mismatch, "
+                "model_not_found, model_not_loaded, "
                 "payload_too_large, unsupported_media_type, invalid_input, model_load_failed, "
                 "model_predict_failed, internal_error.",
                 example="model_not_found",
@@ -249,6 +266,13 @@ def _schemas() -> Schema:
         "UploadForm": upload_form,
         "UploadResult": upload_result,
         "RemoveResult": remove_result,
+        "PromoteRequest": _object(
+            {"env": _nullable(_string("The env the model may score in from now on; null withdraws it.",
+                                      pattern=r"^[A-Za-z0-9._-]{1,64}$", example="qa"))},
+            required=["env"],
+        ),
+        "PromoteResult": _object({"model_id": _string(), "env": _nullable(_string()),
+                                  "status": _string(enum=["promoted", "withdrawn"])}),
         "ScoreRequest": score_request,
         "Timing": timing,
         "ScoreResponse": score_response,
@@ -274,7 +298,8 @@ def _error_responses() -> Schema:
             {"error": "model id must be 1-255 letters, digits, '.', '_' or '-', start with a letter or digit and not contain '..'", "code": "invalid_model_id"},
         ),
         "Forbidden": response(
-            "The model's env does not match the server's environment.",
+            "The model's env does not match the server's environment (`env_mismatch`), or the API key "
+            "lacks the `score` scope (`forbidden`).",
             "EnvMismatchError",
             {
                 "error": "model 'demo-sklearn-iris' is for env 'qa'; this server's env is 'prod'",
@@ -282,6 +307,18 @@ def _error_responses() -> Schema:
                 "server_env": "prod",
                 "model_env": "qa",
             },
+        ),
+        "Unauthorized": {
+            **response("No API key, or one the server does not know.", "Error",
+                       {"error": "the API key is not valid", "code": "unauthorized"}),
+            "headers": {"WWW-Authenticate": {"schema": _string(), "description": 'Bearer realm="mis"'}},
+        },
+        "ScopeForbidden": response(
+            "The API key lacks the scope this operation needs (`forbidden`, with `required_scope`); for an "
+            "upload, also an `env` that uploads may not claim (`upload_env_refused`).",
+            "Error",
+            {"error": "the API key 'scoring' lacks the 'admin' scope this operation needs", "code": "forbidden",
+             "required_scope": "admin"},
         ),
         "NotFound": response(
             "Unknown model (`model_not_found`) or, for scoring, not loaded (`model_not_loaded`).",
@@ -301,7 +338,8 @@ def _error_responses() -> Schema:
         "LoadFailed": response(
             "The model artifact failed to load.",
             "Error",
-            {"error": "model 'upload-3f2a...' failed to load: RuntimeError: ...", "code": "model_load_failed"},
+            {"error": "model 'upload-3f2a...' failed to load (RuntimeError)", "code": "model_load_failed",
+             "detail": "RuntimeError: the model file is corrupt"},
         ),
         "ScoreRejected": response(
             "Wrong feature count / shape (`invalid_input`, with `expected` / `received`), "
@@ -462,6 +500,23 @@ def _paths() -> Schema:
                 },
             }
         },
+        f"{API_PREFIX}/promotemodel/{{model_id}}": {
+            "post": {
+                "tags": ["models"],
+                "operationId": "promoteModel",
+                "summary": "Set a model's env (promotion), or withdraw it",
+                "description": "Writes the model's `env` metadata where it lives (the upload's record or the "
+                               "catalog). Workers other than the one answering see it within MIS_METADATA_TTL_S.",
+                "parameters": [model_id_path],
+                "requestBody": {"required": True, "content": _json_content(_ref("PromoteRequest"), {"env": "qa"})},
+                "responses": {
+                    "200": _ok("Promoted or withdrawn.", "PromoteResult",
+                               {"model_id": "upload-3f2a...", "env": "qa", "status": "promoted"}),
+                    "400": _error("BadRequest"),
+                    "404": _error("NotFound"),
+                },
+            }
+        },
         f"{API_PREFIX}/removemodel/{{model_id}}": {
             "delete": {
                 "tags": ["models"],
@@ -594,7 +649,30 @@ def openapi_document(version: str) -> dict[str, Any]:
             "responses": _error_responses(),
         },
     }
+    _add_security(document)
     return copy.deepcopy(document)
+
+
+def _add_security(document: Schema) -> None:
+    """Every operation says which key scope it needs and answers 401/403 without it."""
+    document["components"]["securitySchemes"] = {SECURITY_SCHEME: {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key from the server's keys file (MIS_API_KEYS_FILE): "
+                       "`Authorization: Bearer <key>`. Scope `score`: list, inspect, score, server info; "
+                       "`admin`: also load, upload, promote and remove.",
+    }}
+    for item in document["paths"].values():
+        for operation in item.values():
+            scope = OPERATION_SCOPES[operation["operationId"]]
+            if scope is None:
+                operation["security"] = []
+                continue
+            operation["security"] = [{SECURITY_SCHEME: []}]
+            operation["description"] = (f"Needs an API key with scope `{scope}`. "
+                                        + operation.get("description", "")).strip()
+            responses = operation["responses"]
+            responses["401"] = _error("Unauthorized")
+            responses.setdefault("403", _error("ScopeForbidden"))  # scoring's own 403 says both
 
 
 # --------------------------------------------------------------------------------------------

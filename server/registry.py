@@ -29,6 +29,7 @@ from .errors import (
     ModelPredictFailed,
     ModelQuarantined,
     PredictTimeout,
+    UploadEnvRefused,
 )
 from .guard import PredictGuard, captured_output
 from .runtimes import Runtime, open_runtime
@@ -77,7 +78,8 @@ class Prediction:
 
 class Registry:
     def __init__(self, catalog: Catalog, store: LocalStore, guard: PredictGuard, *, env: str | None,
-                 metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float):
+                 metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float,
+                 upload_envs: frozenset[str] | None = None):
         self.catalog = catalog
         self.store = store
         self.guard = guard
@@ -86,6 +88,7 @@ class Registry:
         self.max_upload_bytes = max_upload_bytes
         self.quarantine_strikes = quarantine_strikes
         self.quarantine_window_s = quarantine_window_s
+        self.upload_envs = upload_envs  # None: an upload may claim any env
         self._models: dict[str, LoadedModel] = {}
         self._quarantined: dict[str, str] = {}  # model id -> why, as every worker sees it
         self._lock = threading.RLock()
@@ -172,7 +175,13 @@ class Registry:
 
     def upload(self, staged: Path, name: str, version: str, env: str | None) -> ModelInfo:
         """Store and load a staged artifact: afterwards it is stored, listed and loaded everywhere, or,
-        on any failure (a full or read-only store included), nothing of it is in the store."""
+        on any failure (a full or read-only store included), nothing of it is in the store.
+        Uploading never promotes: `env` must be one the server lets uploads claim."""
+        if env is not None and self.upload_envs is not None and env not in self.upload_envs:
+            allowed = ", ".join(sorted(self.upload_envs)) or "none"
+            raise UploadEnvRefused(f"an upload may not claim env {env!r} on this server (allowed: {allowed}); "
+                                   "upload without env, then promote it with POST /api/v1/promotemodel/{model_id}",
+                                   env=env, allowed=sorted(self.upload_envs))
         model_id = f"upload-{uuid.uuid4().hex}"
         loaded = None
         try:
@@ -208,6 +217,18 @@ class Registry:
             except MISError as exc:
                 log.error("could not undo the failed upload %s: %s", model_id, exc.message)
 
+    def promote(self, model_id: str, env: str | None) -> ModelInfo:
+        """Set a model's `env` (None withdraws it) where its metadata lives: the upload's record or
+        the catalog. This worker applies it at once, the others within the metadata TTL."""
+        info = self.describe(model_id)
+        info = (self.store.set_upload_env(model_id, env) if info.source == "upload" else None) \
+            or self.catalog.set_env(model_id, env)
+        with self._lock:
+            if model_id in self._models:
+                self._models[model_id].info = info
+                self._models[model_id].checked_at = time.monotonic()
+        return info
+
     def remove(self, model_id: str) -> None:
         """Unload everywhere; an uploaded model is deleted too (the catalog's copy stays)."""
         validate_model_id(model_id)
@@ -231,7 +252,8 @@ class Registry:
             raise
         except BaseException as exc:  # foreign code: any failure is the model's, even KeyboardInterrupt
             log.exception("model %s failed to load", info.id)
-            raise ModelLoadFailed(f"model {info.id!r} failed to load: {_describe(exc)}", model_id=info.id) from None
+            raise ModelLoadFailed(f"model {info.id!r} failed to load ({type(exc).__name__})", model_id=info.id,
+                                  private=_describe(exc)) from None
         return LoadedModel(info=info, runtime=runtime)
 
     def _local_artifact(self, info: ModelInfo) -> Path:
@@ -266,9 +288,8 @@ class Registry:
             raise
         except BaseException as exc:  # foreign code: even sys.exit() is only its failure
             loaded.errors += 1
-            raise ModelPredictFailed(
-                f"model {model_id!r} failed to score the input: {_describe(exc)}", model_id=model_id
-            ) from None
+            raise ModelPredictFailed(f"model {model_id!r} failed to score the input ({type(exc).__name__})",
+                                     model_id=model_id, private=_describe(exc)) from None
         elapsed = time.perf_counter() - started
         loaded.requests += 1
         loaded.predict_seconds += elapsed

@@ -1,15 +1,21 @@
-"""REST responders for /api/v1: parse the request, call the core, serialize the answer."""
+"""REST responders for /api/v1: parse the request, call the core, serialize the answer.
+
+Each resource declares the API key scope its operations need (`scope`; None: open) and, when it
+changes state, the name its audit lines carry (`audit`); server/middleware.py enforces both.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import time
 
 import falcon
 
 from . import __version__
+from .auth import ADMIN, SCORE, Gate
 from .config import Config
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .registry import Registry
@@ -17,6 +23,7 @@ from .warmup import Warmup
 
 JSON_TYPES = ("application/json", "text/json")
 FORM_FIELD_MAX = 255
+_ENV = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def summary(info, loaded: bool) -> dict:
@@ -53,6 +60,8 @@ def read_json(req: falcon.Request, limit: int):
 
 
 class ListModels:
+    scope = SCORE
+
     def __init__(self, registry: Registry):
         self.registry = registry
 
@@ -71,6 +80,8 @@ class ListModels:
 
 
 class ModelDetails:
+    scope = SCORE
+
     def __init__(self, registry: Registry):
         self.registry = registry
 
@@ -81,6 +92,8 @@ class ModelDetails:
 
 
 class LoadModel:
+    scope, audit = ADMIN, "load"
+
     def __init__(self, registry: Registry):
         self.registry = registry
 
@@ -90,6 +103,8 @@ class LoadModel:
 
 
 class UploadModel:
+    scope, audit = ADMIN, "upload"
+
     def __init__(self, registry: Registry, config: Config):
         self.registry = registry
         self.limit = config.max_upload_bytes
@@ -116,13 +131,34 @@ class UploadModel:
                     raise BadRequest(f"`{name}` must be printable text of at most {FORM_FIELD_MAX} characters")
             info = self.registry.upload(artifact, fields["model_name"], fields.get("version") or "1",
                                         fields.get("env") or None)
+        req.context.model_id = info.id  # for the access and audit lines
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/getmodelinfo/{info.id}"
         resp.media = {"model_id": info.id, "model_name": info.name, "version": info.version, "env": info.env,
                       "status": "loaded"}
 
 
+class PromoteModel:
+    """Sets a model's `env` (JSON `{"env": "qa"}`; null withdraws it): promotion is an admin act."""
+
+    scope, audit = ADMIN, "promote"
+
+    def __init__(self, registry: Registry, config: Config):
+        self.registry = registry
+        self.limit = config.max_body_bytes
+
+    def on_post(self, req, resp, model_id):
+        body = read_json(req, self.limit)
+        env = body.get("env", "") if isinstance(body, dict) else ""  # no `env` at all is an error, null is not
+        if env is not None and not (isinstance(env, str) and _ENV.match(env)):
+            raise BadRequest('send {"env": "<1-64 letters, digits, ., _ or ->"} or {"env": null}')
+        info = self.registry.promote(model_id, env)
+        resp.media = {"model_id": info.id, "env": info.env, "status": "promoted" if env else "withdrawn"}
+
+
 class RemoveModel:
+    scope, audit = ADMIN, "remove"
+
     def __init__(self, registry: Registry):
         self.registry = registry
 
@@ -132,6 +168,8 @@ class RemoveModel:
 
 
 class Score:
+    scope = SCORE
+
     def __init__(self, registry: Registry, config: Config):
         self.registry = registry
         self.limit = config.max_body_bytes
@@ -150,13 +188,19 @@ class Score:
 
 
 class ServerInfo:
-    def __init__(self, registry: Registry, config: Config):
+    scope = SCORE
+
+    def __init__(self, registry: Registry, config: Config, gate: Gate):
         self.registry = registry
         self.config = config
+        self.gate = gate
         self.started = time.monotonic()
 
     def on_get(self, req, resp):
+        caller = req.context.caller
         resp.media = {
+            "auth": {"mode": "bearer" if self.gate.enabled else "off", "caller": caller.name,
+                     "scopes": sorted(caller.scopes)},
             "version": __version__,
             "environment": self.config.env,
             "env_gating": self.config.env is not None,

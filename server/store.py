@@ -126,6 +126,19 @@ class LocalStore:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
 
+    def set_upload_env(self, model_id: str, env: str | None) -> ModelInfo | None:
+        """Promote an upload; None when there is no such upload (any more)."""
+        with self._io("promote the upload"), self._locked():
+            info = self.get_upload(model_id)
+            if info is None:
+                return None
+            info = info.with_env(env)
+            try:
+                write_entry(self.uploads / model_id, info)
+            except FileNotFoundError:  # removed meanwhile
+                return None
+            return info
+
     def delete_upload(self, model_id: str) -> None:
         with self._io("delete the upload"):
             self._remove_tree(self.uploads / validate_model_id(model_id))

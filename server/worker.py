@@ -32,6 +32,7 @@ import uvloop
 from gunicorn.workers.base import Worker as GunicornWorker
 
 from .config import Config
+from .errors import MISError
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ DRAIN_SECONDS = 10.0  # ... and for at most this long
 DRAIN_IDLE_S = 2.0  # ... stopping sooner once the client has sent nothing for this long
 HEARTBEAT_S = 1.0
 
-REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
            504: "Gateway Timeout"}
 
@@ -65,7 +66,7 @@ class Limits:
         self.keepalive = cfg.keepalive
         self.request_timeout = config.timeout_s
         default = max(config.max_body_bytes, config.max_upload_bytes)
-        self.body_limit = getattr(app, "body_limit", lambda path: default)
+        self.body_limit = getattr(app, "body_limit", lambda path, **head: default)
 
 
 class Worker(GunicornWorker):
@@ -157,12 +158,14 @@ class Connection(asyncio.Protocol):
         self.timer_callback = None
         self.writable = asyncio.Event()
         self.writable.set()
-        self.deferred: tuple[int, str] | None = None  # an error in a pipelined request, answered in turn
+        self.deferred: tuple | None = None  # refuse()'s arguments for a pipelined request, answered in turn
+        self.peer: str | None = None
 
     # -- transport events ------------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.peer = str((transport.get_extra_info("peername") or ("",))[0])
         self.worker.connections.add(self)
         if len(self.worker.connections) > self.worker.cfg.worker_connections:
             self.refuse(503, "the server has too many open connections; retry shortly")
@@ -246,7 +249,14 @@ class Connection(asyncio.Protocol):
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
         path = httptools.parse_url(request.url or b"/").path or b"/"
-        request.body_limit = self.limits.body_limit(unquote_to_bytes(path).decode("latin-1"))
+        try:
+            request.body_limit = self.limits.body_limit(
+                unquote_to_bytes(path).decode("latin-1"), method=request.method.decode("latin-1"),
+                authorization=_text(request.header(b"authorization")),
+                request_id_header=_text(request.header(b"x-request-id")), client=self.peer)
+        except MISError as exc:  # the app refuses this caller's body before any of it is read
+            self.refuse(exc.status, exc.message, exc.to_dict(), exc.headers)
+            raise httptools.HttpParserError("refused") from None
         length = request.header(b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > request.body_limit:
             self.refuse(413, f"the body of {int(length)} bytes is over the limit of {request.body_limit} bytes")
@@ -366,16 +376,16 @@ class Connection(asyncio.Protocol):
         lines += [f"Content-Length: {len(body)}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
 
-    def refuse(self, status: int, message: str) -> None:
-        """Answer an error the worker found itself, then close once the client stops sending."""
+    def refuse(self, status: int, message: str, payload: dict | None = None, headers: dict | None = None) -> None:
+        """Answer an error found before the app ran, then close once the client stops sending."""
         if self.refused or self.transport.is_closing():
             return
         if self.busy or self.queue:  # earlier pipelined requests are answered first
-            self.deferred = self.deferred or (status, message)
+            self.deferred = self.deferred or (status, message, payload, headers)
             self.transport.pause_reading()
             return
         self.refused = True
-        status_line, headers, body = _error(status, message)
+        status_line, headers, body = _error(status, message, payload, headers)
         self.respond(status_line, headers, body, keep_alive=False)
         # Closing now would make the kernel reset the connection while the client is still sending
         # its body, and it would never read the answer. So, as nginx's lingering close does: send
@@ -451,8 +461,14 @@ def run_wsgi(app, environ: dict) -> tuple[str, list, bytes]:
     return started[0], started[1], body
 
 
-def _error(status: int, message: str) -> tuple[str, list, bytes]:
-    return f"{status} {REASONS[status]}", [("Content-Type", "application/json")], error_body(status, message)
+def _error(status: int, message: str, payload: dict | None = None, headers: dict | None = None
+           ) -> tuple[str, list, bytes]:
+    body = json.dumps(payload).encode() if payload else error_body(status, message)
+    return f"{status} {REASONS[status]}", [("Content-Type", "application/json"), *(headers or {}).items()], body
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def _target(request: Request) -> str:

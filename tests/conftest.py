@@ -31,7 +31,8 @@ def data_dir(tmp_path, demo_catalog) -> Path:
 @pytest.fixture
 def make_config(data_dir):
     def make(**env: str) -> Config:
-        return Config.from_env({"MIS_DATA_DIR": str(data_dir), "MIS_PRELOAD": "", **env})
+        auth = {} if "MIS_API_KEYS_FILE" in env else {"MIS_AUTH": "off"}
+        return Config.from_env({"MIS_DATA_DIR": str(data_dir), "MIS_PRELOAD": "", **auth, **env})
 
     return make
 

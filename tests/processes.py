@@ -65,8 +65,9 @@ class GunicornProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "GunicornProcess":
+        auth = {} if "MIS_API_KEYS_FILE" in self.env else {"MIS_AUTH": "off"}
         env = {**os.environ, "MIS_BIND": self.url.removeprefix("http://"), "MIS_DATA_DIR": str(self.data_dir),
-               **self.env}
+               **auth, **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"],
                                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

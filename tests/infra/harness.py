@@ -10,6 +10,7 @@ program reads (a Service's load balancer address, a vault's management endpoint.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import runpy
@@ -36,6 +37,23 @@ def stack_names() -> list[str]:
 
 def project() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+
+
+def config(stack: str) -> dict[str, str]:
+    return stack_config(stack)[0]
+
+
+def setting(stack: str, key: str, default=None):
+    """A `model-inference-platform:` setting of a stack file, decoded as the program sees it."""
+    value = config(stack).get(f"{PROJECT}:{key}", default)
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def is_hybrid(stack: str) -> bool:
+    return setting(stack, "mode", "oci") == "hybrid"
 
 
 def _config_value(value: Any) -> str:
@@ -65,6 +83,17 @@ def stack_config(stack: str) -> tuple[dict[str, str], list[str]]:
     return config, secrets
 
 
+PROJECT = project()["name"]
+STACKS = stack_names()
+OCI_STACKS = [s for s in STACKS if not is_hybrid(s)]
+HYBRID_STACKS = [s for s in STACKS if is_hybrid(s)]
+PROD_STACKS = [s for s in OCI_STACKS if setting(s, "env") == "prod"]
+
+
+def inputs(resource: Resource) -> dict[str, Any]:
+    return unwrap(resource.inputs)
+
+
 @dataclass
 class Resource:
     type: str
@@ -88,6 +117,13 @@ class Run:
         found = self.of_type(type_)
         assert len(found) == 1, f"expected one {type_}, found {[r.name for r in found]}"
         return found[0]
+
+    def master_keys(self) -> tuple[Resource, Resource]:
+        """The stack's master key and its boot volume key."""
+        keys = self.of_type("oci:Kms/key:Key")
+        (volume,) = [k for k in keys if k.name.endswith("-volume-key")]
+        (stack_key,) = [k for k in keys if k is not volume]
+        return stack_key, volume
 
     def provider(self, reference: str) -> Resource | None:
         provider_id = reference.rsplit("::", 1)[-1] if reference else None
@@ -125,6 +161,8 @@ class RecordingMocks(Mocks):
             state["result"] = random_password(args.name)
         elif args.typ == "oci:Kms/vault:Vault":
             state["managementEndpoint"] = f"https://{args.name}-management.kms.example.oraclecloud.com"
+        elif args.typ == "oci:Core/vcn:Vcn":
+            state["defaultSecurityListId"] = f"ocid1.securitylist.oc1..{args.name}-default"
         elif args.typ == "kubernetes:core/v1:Service" and inputs.get("spec", {}).get("type") == "LoadBalancer":
             state["status"] = {"loadBalancer": {"ingress": [{"ip": "10.0.128.10"}]}}
         self.run.resources.append(Resource(args.typ, args.name, inputs, args.provider or "", resource_id))
@@ -217,6 +255,12 @@ def run_program(stack: str, config: dict[str, str] | None = None, secret_keys: l
 
     run, _ = _in_fresh_runtime(stack, config, secret_keys or [], body)
     return run
+
+
+@functools.cache
+def stack_run(stack: str) -> Run:
+    """run_program(stack) once per test session, for tests that only read the run."""
+    return run_program(stack)
 
 
 def with_config(stack: str, config: dict[str, str], function: Callable[[], Any]) -> Any:

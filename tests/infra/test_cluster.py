@@ -1,11 +1,11 @@
-"""Node image selection from OKE's node pool options."""
+"""The cluster component: node image selection, and under Pulumi mocks, encryption with the stack keys."""
 
 from __future__ import annotations
 
 import pytest
 
 from infra.cluster import pick_node_image
-from tests.infra.harness import node_pool_options
+from tests.infra.harness import OCI_STACKS, inputs, node_pool_options, stack_run
 
 
 def sources(version: str = "1.33.1"):
@@ -31,3 +31,16 @@ def test_a_patch_version_does_not_match_a_longer_one():
     assert pick_node_image([("Oracle-Linux-8.10-2025.01.31-0-OKE-1.33.10-760", "ten"),
                             ("Oracle-Linux-8.10-2025.01.31-0-OKE-1.33.1-760", "one")],
                            "v1.33.1", gpu=False, arm=False) == "one"
+
+
+@pytest.mark.parametrize("stack", OCI_STACKS)
+def test_kubernetes_secrets_and_boot_volumes_use_the_stack_keys(stack):
+    result = stack_run(stack)
+    key, volume_key = result.master_keys()
+    assert inputs(result.one("oci:ContainerEngine/cluster:Cluster"))["kmsKeyId"] == key.id
+    pools = result.of_type("oci:ContainerEngine/nodePool:NodePool")
+    assert pools
+    for pool in pools:
+        node_config = inputs(pool)["nodeConfigDetails"]
+        assert node_config["kmsKeyId"] == volume_key.id, pool.name
+        assert node_config["isPvEncryptionInTransitEnabled"] is True, pool.name

@@ -6,7 +6,6 @@ A new stack file is picked up here with no code change.
 from __future__ import annotations
 
 import base64
-import functools
 import ipaddress
 import itertools
 import json
@@ -17,39 +16,12 @@ import pytest
 
 from tests.infra import harness
 
-STACKS = harness.stack_names()
-PROJECT = "model-inference-platform"
+from tests.infra.harness import (
+    HYBRID_STACKS, OCI_STACKS, PROD_STACKS, PROJECT, STACKS, config, inputs, is_hybrid, setting,
+)
 
-
-@functools.cache
-def run(stack: str) -> harness.Run:
-    return harness.run_program(stack)
-
-
-def config(stack: str) -> dict[str, str]:
-    return harness.stack_config(stack)[0]
-
-
-def setting(stack: str, key: str, default=None):
-    value = config(stack).get(f"{PROJECT}:{key}", default)
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def is_hybrid(stack: str) -> bool:
-    return setting(stack, "mode", "oci") == "hybrid"
-
-
-OCI_STACKS = [s for s in STACKS if not is_hybrid(s)]
-HYBRID_STACKS = [s for s in STACKS if is_hybrid(s)]
-PROD_STACKS = [s for s in OCI_STACKS if setting(s, "env") == "prod"]
+run = harness.stack_run
 GPU_STACKS = [s for s in OCI_STACKS if setting(s, "gpuPool")]
-
-
-def inputs(resource: harness.Resource) -> dict:
-    return harness.unwrap(resource.inputs)
 
 
 def container(stack: str) -> dict:
@@ -205,7 +177,7 @@ def test_nothing_is_public_unless_the_stack_asks(stack):
         spec = inputs(bucket)
         assert spec["accessType"] == "NoPublicAccess"
         assert spec["versioning"] == "Enabled"
-        assert spec["kmsKeyId"] == result.one("oci:Kms/key:Key").id
+        assert spec["kmsKeyId"] == result.master_keys()[0].id
     repositories = result.of_type("oci:Artifacts/containerRepository:ContainerRepository")
     assert len(repositories) == 2 and not any(inputs(r)["isPublic"] for r in repositories)
     subnets = {r.name.rsplit("-", 1)[-1]: inputs(r) for r in result.of_type("oci:Core/subnet:Subnet")}
@@ -217,8 +189,8 @@ def test_nothing_is_public_unless_the_stack_asks(stack):
     for rule in result.of_type("oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule"):
         spec = inputs(rule)
         assert not (spec["direction"] == "INGRESS" and spec.get("source") == "0.0.0.0/0"), rule.name
-    for security_list in result.of_type("oci:Core/securityList:SecurityList"):
-        assert not inputs(security_list).get("ingressSecurityRules")
+    assert not result.of_type("oci:Core/securityList:SecurityList")
+    assert not inputs(result.one("oci:Core/defaultSecurityList:DefaultSecurityList")).get("ingressSecurityRules")
 
 
 @pytest.mark.parametrize("stack", PROD_STACKS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 
 import pytest
@@ -146,3 +147,108 @@ def test_hybrid_mode_needs_no_oci_settings():
 def test_registry_user_and_token_come_together():
     fails({**base(), f"{P}:registryUser": "exampletenancyns/ci-bot"}, f"{P}:registryAuthToken")
     fails({**base(), f"{P}:registryAuthToken": "token"}, f"{P}:registryUser")
+
+
+# -- who may reach the Kubernetes API and the scoring endpoint ------------------------------------
+
+# What `apiAllowedCidrs` may hold without a reason, in every env.
+PRIVATE_RANGES = [["10.0.0.0/24"], ["172.16.0.0/12"], ["192.168.10.0/24", "10.1.0.0/16"], ["100.64.0.0/10"]]
+# Public space, whole or in pieces, or a private range widened until it covers public space.
+PUBLIC_RANGES = [
+    ["0.0.0.0/0"],
+    ["0.0.0.0/1", "128.0.0.0/1"],
+    ["10.0.0.0/7"],
+    ["172.0.0.0/11"],
+    ["10.0.0.0/24", "198.51.100.0/24"],
+]
+
+
+def with_api_cidrs(stack: str, cidrs: list[str], **changes) -> dict[str, str]:
+    return edit(base(stack), "network", apiAllowedCidrs=cidrs, **changes)
+
+
+@pytest.mark.parametrize("stack", ["dev-phoenix", "qa-sanjose", "prod-ashburn"])
+@pytest.mark.parametrize("cidrs", PUBLIC_RANGES, ids=str)
+def test_public_api_cidrs_are_refused_in_every_env_without_a_reason(stack, cidrs):
+    message = fails(with_api_cidrs(stack, cidrs, publicApiReason=None), f"{P}:network.apiAllowedCidrs")
+    assert "network.publicApiReason" in message
+
+
+@pytest.mark.parametrize("cidrs", PRIVATE_RANGES, ids=str)
+def test_private_api_cidrs_need_no_reason(cidrs):
+    loaded = load(with_api_cidrs("qa-sanjose", cidrs))
+    assert loaded.network.api_allowed_cidrs == tuple(cidrs) and loaded.network.public_api_reason is None
+
+
+def test_a_public_api_range_with_a_reason_is_accepted():
+    loaded = load(with_api_cidrs("qa-sanjose", ["203.0.113.0/24"], publicApiReason="office egress"))
+    assert loaded.network.api_allowed_cidrs == ("203.0.113.0/24",)
+    assert loaded.network.public_api_reason == "office egress"
+
+
+@pytest.mark.parametrize("cidrs", [["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"], ["198.18.0.0/15"]], ids=str)
+def test_no_reason_opens_the_api_wider_than_a_slash_16(cidrs):
+    fails(with_api_cidrs("dev-phoenix", cidrs), f"{P}:network.apiAllowedCidrs")
+
+
+def test_a_blank_reason_is_no_reason():
+    fails(with_api_cidrs("qa-sanjose", ["203.0.113.0/24"], publicApiReason="  "), f"{P}:network.publicApiReason")
+
+
+def test_a_reason_with_nothing_public_to_justify_is_refused():
+    fails(with_api_cidrs("qa-sanjose", ["10.0.0.0/24"], publicApiReason="stale"), f"{P}:network.publicApiReason")
+
+
+@pytest.mark.parametrize("cidrs", [
+    ["0.0.0.0/0"],
+    ["0.0.0.0/1", "128.0.0.0/1"],
+    # The internet without the private ranges: 0.0.0.0/0 in 30-odd pieces.
+    [str(block) for block in ipaddress.IPv4Network("0.0.0.0/0").address_exclude(ipaddress.IPv4Network("10.0.0.0/8"))],
+], ids=lambda cidrs: f"{len(cidrs)} blocks")
+def test_prod_refuses_the_internet_as_scoring_clients_however_it_is_split(cidrs):
+    message = fails(edit(base(), "network", clientCidrs=cidrs, publicLoadBalancer=True), f"{P}:network.clientCidrs")
+    assert "public addresses" in message
+
+
+def test_prod_accepts_named_client_ranges():
+    cidrs = ["10.0.0.0/8", "198.51.100.0/24", "203.0.113.0/24"]
+    loaded = load(edit(base(), "network", clientCidrs=cidrs, publicLoadBalancer=True))
+    assert loaded.network.client_cidrs == tuple(cidrs)
+
+
+def test_dev_may_open_its_scoring_endpoint_to_everyone():
+    loaded = load(edit(base("dev-phoenix"), "network", clientCidrs=["0.0.0.0/0"], publicLoadBalancer=True))
+    assert loaded.network.client_cidrs == ("0.0.0.0/0",)
+
+
+def test_public_addresses_counts_the_union_outside_private_space():
+    def count(*blocks):
+        return settings.public_addresses(ipaddress.IPv4Network(b) for b in blocks)
+
+    assert count("10.0.0.0/8", "100.64.0.0/10") == 0
+    assert count("0.0.0.0/1", "128.0.0.0/1") == count("0.0.0.0/0") == 2**32 - 2**24 - 2**20 - 2**16 - 2**22
+    assert count("203.0.113.0/24", "203.0.113.128/25") == 256
+
+
+# -- master key rotation ----------------------------------------------------------------------------
+
+def test_prod_rotates_its_master_key_in_a_virtual_private_vault():
+    loaded = load(base())
+    assert loaded.vault_type == "VIRTUAL_PRIVATE" and loaded.key_rotation_days == 90
+    assert load({**base(), f"{P}:keyRotationDays": "365"}).key_rotation_days == 365
+
+
+def test_prod_refuses_a_vault_that_cannot_rotate_keys():
+    fails({**base(), f"{P}:vaultType": "DEFAULT"}, f"{P}:vaultType")
+
+
+@pytest.mark.parametrize("days", ["59", "366", "ninety", "90.5"])
+def test_rotation_interval_is_what_oci_accepts(days):
+    fails({**base(), f"{P}:keyRotationDays": days}, f"{P}:keyRotationDays")
+
+
+def test_a_default_vault_cannot_promise_rotation():
+    loaded = load(base("dev-phoenix"))
+    assert loaded.vault_type == "DEFAULT" and loaded.key_rotation_days is None
+    fails({**base("dev-phoenix"), f"{P}:keyRotationDays": "90"}, f"{P}:keyRotationDays")
+    assert load({**base("dev-phoenix"), f"{P}:vaultType": "VIRTUAL_PRIVATE"}).key_rotation_days == 90

@@ -1,12 +1,20 @@
-"""server_manifests(): the one definition of the server's Kubernetes objects."""
+"""server_manifests(): the one definition of the server's Kubernetes objects, and checkov's view of
+every stack's objects as the workload component declares them."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import kubernetes_validate
 import pytest
+import yaml
 
 from infra import settings
-from infra.workload import API_KEYS_DIR, ServerSpec, server_manifests
+from infra.workload import API_KEYS_DIR, ServerSpec, accepted_findings, server_manifests
+from tests.infra import harness
 
 
 def spec(**changes) -> ServerSpec:
@@ -75,3 +83,56 @@ def test_workload_identity_decides_token_mount_and_egress():
 def test_namespace_enforces_the_restricted_pod_security_standard():
     labels = server_manifests(spec())[0]["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_accepted_checkov_findings_depend_on_the_stack():
+    def checks(**changes):
+        return sorted(value.split("=")[0] for value in accepted_findings(spec(**changes)).values())
+
+    assert checks(env="prod") == ["CKV_K8S_43"]
+    assert checks(env="dev", workload_identity=True) == ["CKV_K8S_14", "CKV_K8S_38", "CKV_K8S_43"]
+    for value in accepted_findings(spec(env="dev", workload_identity=True)).values():
+        check, reason = value.split("=")  # checkov's own parsing: exactly one "=", then the reason
+        assert check.startswith("CKV_K8S_") and len(reason.split()) >= 5
+
+
+def checkov() -> Path:
+    """The checkov executable: $CHECKOV (the Makefile sets it), else .venv-scan's, from the repository root."""
+    path = Path(os.environ.get("CHECKOV", ".venv-scan/bin/checkov"))
+    path = path if path.is_absolute() else harness.ROOT / path
+    assert os.access(path, os.X_OK), (
+        f"checkov is not at {path}: `make test` builds .venv-scan with it, or point CHECKOV at a checkov executable"
+    )
+    return path
+
+
+def test_checkov_passes_every_stacks_kubernetes_objects(tmp_path):
+    # The objects exactly as Pulumi declares them (Secrets and RoleBinding included), one file per stack.
+    for stack in harness.STACKS:
+        resources = harness.stack_run(stack).resources
+        objects = [harness.inputs(r) for r in resources if r.type.startswith("kubernetes:")]
+        (tmp_path / f"{stack}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    # One run for all stacks (checkov starts slowly), offline, from a directory with no checkov config,
+    # and blind to CKV_* variables that could skip checks.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CKV_", "BC_", "PRISMA_"))}
+    completed = subprocess.run(
+        [checkov(), "--directory", str(tmp_path), "--framework", "kubernetes", "--skip-download", "--output", "json"],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode in (0, 1), completed.stderr[-2000:]
+    report = json.loads(completed.stdout)
+    summary, results = report["summary"], report["results"]
+    failures = [
+        f"{check['check_id']} {check['check_name']}: {check['resource']} in {check['file_path'].lstrip('/')}"
+        for check in results["failed_checks"]
+    ]
+    assert not failures, "checkov failed:\n" + "\n".join(failures)
+    assert summary["parsing_errors"] == 0
+    # Not vacuous: every stack's file was scanned and passed checks.
+    assert {check["file_path"].lstrip("/") for check in results["passed_checks"]} == {
+        f"{stack}.yaml" for stack in harness.STACKS
+    }
+    assert summary["passed"] >= 50 * len(harness.STACKS)
+    for check in results["skipped_checks"]:
+        reason = check["check_result"].get("suppress_comment", "")
+        assert reason.strip() and reason != "No comment provided", f"{check['check_id']} is skipped without a reason"

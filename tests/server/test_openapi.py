@@ -18,13 +18,14 @@ VERSION = "9.8.7-test"
 
 # Every operation of the API and the statuses its description must document.
 EXPECTED_OPERATIONS = {
-    ("get", "/api/v1/listmodels/"): {"200", "400"},
-    ("get", "/api/v1/getmodelinfo/{model_id}"): {"200", "400", "404"},
-    ("post", "/api/v1/loadmodel/{model_id}"): {"200", "400", "404", "422"},
-    ("post", "/api/v1/uploadmodel/"): {"201", "400", "413", "415", "422"},
-    ("delete", "/api/v1/removemodel/{model_id}"): {"200", "404"},
-    ("post", "/api/v1/score/"): {"200", "400", "403", "404", "413", "415", "422"},
-    ("get", "/api/v1/serverinfo/"): {"200"},
+    ("get", "/api/v1/listmodels/"): {"200", "400", "401", "403"},
+    ("get", "/api/v1/getmodelinfo/{model_id}"): {"200", "400", "401", "403", "404"},
+    ("post", "/api/v1/loadmodel/{model_id}"): {"200", "400", "401", "403", "404", "422"},
+    ("post", "/api/v1/uploadmodel/"): {"201", "400", "401", "403", "413", "415", "422"},
+    ("post", "/api/v1/promotemodel/{model_id}"): {"200", "400", "401", "403", "404"},
+    ("delete", "/api/v1/removemodel/{model_id}"): {"200", "401", "403", "404"},
+    ("post", "/api/v1/score/"): {"200", "400", "401", "403", "404", "413", "415", "422"},
+    ("get", "/api/v1/serverinfo/"): {"200", "401", "403"},
     ("get", "/api/v1/healthcheck/"): {"200"},
     ("get", "/api/v1/health/live"): {"200"},
     ("get", "/api/v1/health/ready"): {"200", "503"},

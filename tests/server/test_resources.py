@@ -264,7 +264,7 @@ def test_null_and_nan_are_missing_values_and_infinity_is_refused(demo_client):
     assert with_null.json["prediction"] == with_nan.json["prediction"]
     assert with_null.json["prediction"] != score(demo_client, cancer, [row]).json["prediction"]  # NaN is not 0
     refused = assert_error(score(demo_client, IRIS, [[None, 3.5, 1.4, 0.2]]), 422, "model_predict_failed")
-    assert "Input X contains NaN" in refused["error"]  # the model's own message
+    assert "Input X contains NaN" in refused["detail"]  # the model's own words: the demo's caller is admin
     for model_id, width in [(IRIS, 4), (cancer, 30)]:
         for infinity in ("Infinity", "-Infinity", "1e999"):
             body = "[[" + ", ".join([infinity] + ["1.0"] * (width - 1)) + "]]"
