@@ -126,7 +126,7 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
             },
             "securityContext": {
                 "runAsNonRoot": True,
-                "allowPrivilegeEscalation": True,
+                "allowPrivilegeEscalation": False,
                 "readOnlyRootFilesystem": True,
                 "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"},

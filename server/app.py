@@ -78,7 +78,7 @@ class App(falcon.App):
             self.gate.admit(resources.UploadModel.scope, authorization)
         except MISError as exc:
             log_request(request_id=request_id(request_id_header), method=method, path=path, status=exc.status,
-                        started=time.perf_counter(), client=client, caller=None, model=None,
+                        started=time.perf_counter(), client=client, caller=getattr(exc, "caller", None), model=None,
                         audit=resources.UploadModel.audit)
             raise
         return self.max_upload_bytes

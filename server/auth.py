@@ -92,8 +92,9 @@ class ApiKeys:
     """The keys of MIS_API_KEYS_FILE, kept current. Construction fails on a bad file (the server
     must not start with keys it cannot read); a later bad version only logs."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, recheck_s: float = RECHECK_S):
         self.path = path
+        self.recheck_s = recheck_s
         self._lock = threading.Lock()
         self._version, self._keys = self._read()
         self._checked = time.monotonic()
@@ -115,7 +116,7 @@ class ApiKeys:
 
     def _refresh(self) -> None:
         now = time.monotonic()
-        if now - self._checked < RECHECK_S or not self._lock.acquire(blocking=False):
+        if now - self._checked < self.recheck_s or not self._lock.acquire(blocking=False):
             return  # another thread is already looking
         try:
             self._checked = now
@@ -166,5 +167,6 @@ class Gate:
             return None  # open operations do not look at keys at all
         caller = self.keys.caller(authorization)
         if not caller.may(scope):
-            raise Forbidden(f"the API key {caller.name!r} lacks the {scope!r} scope this operation needs", scope)
+            raise Forbidden(f"the API key {caller.name!r} lacks the {scope!r} scope this operation needs", scope,
+                            caller)
         return caller

@@ -56,8 +56,9 @@ class Forbidden(MISError):
 
     status, code = 403, "forbidden"
 
-    def __init__(self, message: str, scope: str):
+    def __init__(self, message: str, scope: str, caller=None):
         super().__init__(message, required_scope=scope)
+        self.caller = caller  # the key's owner, for the logs
         self.headers = {"WWW-Authenticate": f'Bearer realm="mis", error="insufficient_scope", scope="{scope}"'}
 
 

@@ -20,6 +20,7 @@ import time
 import uuid
 
 from .auth import Caller, Gate
+from .errors import Forbidden
 
 access_log = logging.getLogger("mis.access")
 audit_log = logging.getLogger("mis.audit")
@@ -90,4 +91,8 @@ class Authenticate:
         self.gate = gate
 
     def process_resource(self, req, resp, resource, params):
-        req.context.caller = self.gate.admit(getattr(resource, "scope", None), req.get_header("Authorization"))
+        try:
+            req.context.caller = self.gate.admit(getattr(resource, "scope", None), req.get_header("Authorization"))
+        except Forbidden as exc:
+            req.context.caller = exc.caller  # known, if not allowed: the logs name it
+            raise
