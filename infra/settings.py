@@ -308,7 +308,7 @@ class _Reader:
         if vault_type == "VIRTUAL_PRIVATE":
             rotation_days = self.integer("keyRotationDays", 90, KEY_ROTATION_DAYS)
         elif self.text("keyRotationDays") is not None:
-            raise self.fail("keyRotationDays", "needs vaultType VIRTUAL_PRIVATE: OCI rotates keys automatically only there")
+            raise self.fail("keyRotationDays", "needs vaultType VIRTUAL_PRIVATE: only there does OCI rotate keys")
         else:
             rotation_days = None
         protection = self.text("keyProtectionMode", default="HSM")
@@ -444,7 +444,7 @@ class _Reader:
                 f"admits public ranges only when network.publicApiReason says why",
             )
         if reason is not None and not public:
-            raise self.fail(f"{section}.publicApiReason", "justifies public apiAllowedCidrs, but all of them are private")
+            raise self.fail(f"{section}.publicApiReason", "justifies public apiAllowedCidrs, but they are all private")
         exposed = public_addresses(api_allowed)
         if exposed > PUBLIC_ADDRESS_LIMIT:
             raise self.fail(

@@ -3,13 +3,13 @@
 `ApiKeys` generates the server's keys per stack (random, secret, never in a stack file).
 `VaultComponent` creates the stack's vault and master keys, stores each API key as a Vault secret,
 and hands back the keys file read from the Vault, which is what the Kubernetes Secret carries.
+The keys file (`MIS_API_KEYS_FILE`) is JSON:
+`{"keys": [{"name": "scoring", "scopes": ["score"], "key": "..."}, ...]}`.
 
 Two master keys: the stack's key (Vault secrets, buckets, the cluster's Kubernetes secrets), which
 rotates on a schedule where the vault can do it, and a volume key for the nodes' boot volumes,
 which never rotates in place because Block Volume supports keys with a single version only (a
 volume key is rotated by switching the node pools to a new key).
-The keys file (`MIS_API_KEYS_FILE`) is JSON:
-`{"keys": [{"name": "scoring", "scopes": ["score"], "key": "..."}, ...]}`.
 """
 
 from __future__ import annotations

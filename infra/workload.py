@@ -162,8 +162,8 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(spec.service_account),
          "automountServiceAccountToken": spec.workload_identity},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(CONFIG_MAP), "data": config},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(NAME, annotations=accepted_findings(spec)),
-         "spec": {
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": meta(NAME, annotations=accepted_findings(spec)), "spec": {
             # No `replicas`: the HorizontalPodAutoscaler owns the count, and re-applying this
             # object (Pulumi or the release pipeline) must not reset it.
             "selector": {"matchLabels": selector},

@@ -559,10 +559,13 @@ def ensure_demo_catalog(catalog_dir: pathlib.Path, env: str = "dev") -> list[str
                 final_dir = catalog_dir / demo.id
                 if _entry_complete(final_dir):
                     continue
-                tmp_dir = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{demo.id}-", dir=catalog_dir))
+                # mkdir, not mkdtemp: the entry gets the umask's mode like every other catalog entry
+                # (mkdtemp's 0700), and the lock makes the name ours.
+                tmp_dir = catalog_dir / f".tmp-{demo.id}-{os.getpid()}"
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+                tmp_dir.mkdir()
                 try:
                     build_demo_entry(demo, tmp_dir, env)
-                    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it 0700
                     _install_entry(tmp_dir, final_dir)
                 except BaseException:
                     shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -39,23 +39,6 @@ def project() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 
 
-def config(stack: str) -> dict[str, str]:
-    return stack_config(stack)[0]
-
-
-def setting(stack: str, key: str, default=None):
-    """A `model-inference-platform:` setting of a stack file, decoded as the program sees it."""
-    value = config(stack).get(f"{PROJECT}:{key}", default)
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def is_hybrid(stack: str) -> bool:
-    return setting(stack, "mode", "oci") == "hybrid"
-
-
 def _config_value(value: Any) -> str:
     # What the Pulumi CLI hands a program: strings as-is, everything else JSON-encoded.
     return value if isinstance(value, str) else json.dumps(value)
@@ -83,15 +66,28 @@ def stack_config(stack: str) -> tuple[dict[str, str], list[str]]:
     return config, secrets
 
 
+def config(stack: str) -> dict[str, str]:
+    return stack_config(stack)[0]
+
+
+def setting(stack: str, key: str, default=None):
+    """A `model-inference-platform:` setting of a stack file, decoded as the program sees it."""
+    value = config(stack).get(f"{PROJECT}:{key}", default)
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def is_hybrid(stack: str) -> bool:
+    return setting(stack, "mode", "oci") == "hybrid"
+
+
 PROJECT = project()["name"]
 STACKS = stack_names()
 OCI_STACKS = [s for s in STACKS if not is_hybrid(s)]
 HYBRID_STACKS = [s for s in STACKS if is_hybrid(s)]
 PROD_STACKS = [s for s in OCI_STACKS if setting(s, "env") == "prod"]
-
-
-def inputs(resource: Resource) -> dict[str, Any]:
-    return unwrap(resource.inputs)
 
 
 @dataclass
@@ -141,6 +137,10 @@ def unwrap(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def inputs(resource: Resource) -> dict[str, Any]:
+    return unwrap(resource.inputs)
 
 
 def random_password(name: str) -> str:

