@@ -698,12 +698,14 @@ _DOCS_HTML = """<!DOCTYPE html>
 """
 
 # A separate script (not inline) so that a strict Content-Security-Policy can allow 'self' only.
-# validatorUrl null: Swagger UI would otherwise call validator.swagger.io.
+# validatorUrl null: Swagger UI would otherwise call validator.swagger.io. persistAuthorization: the
+# key given to Authorize survives a reload (kept in the browser's localStorage).
 _INITIALIZER_JS = """window.onload = function () {
   window.ui = SwaggerUIBundle({
     url: %s,
     dom_id: "#swagger-ui",
     deepLinking: true,
+    persistAuthorization: true,
     validatorUrl: null,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     plugins: [SwaggerUIBundle.plugins.DownloadUrl],

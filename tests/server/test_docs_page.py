@@ -118,6 +118,7 @@ def test_swagger_ui_renders_the_operations(docs_server, tmp_path):
     missing = [needle for needle in needles if needle not in dom]
     assert not missing, f"not rendered: {missing}\n{dom[:2000]}"
     assert "opblock" in dom  # Swagger UI's operation blocks, not just the raw document
+    assert 'class="btn authorize' in dom  # the bearer scheme gives the page its Authorize button
     assert "/api/v1/openapi.json" in _RecordingHandler.requested
     assert "/docs/assets/swagger-ui-bundle.js" in _RecordingHandler.requested
 
