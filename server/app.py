@@ -19,7 +19,7 @@ from .catalog import LocalCatalog
 from .config import Config
 from .errors import MISError
 from .guard import PredictGuard, inflight_path, models_in_flight
-from .middleware import Authenticate, Observe, configure_json_logs, log_request, request_id
+from .middleware import Authenticate, Observe, choose_request_id, configure_json_logs, log_request
 from .openapi import add_docs_routes
 from .registry import Registry
 from .store import LocalStore
@@ -70,14 +70,14 @@ class App(falcon.App):
         self.add_error_handler(MISError, self._mis_error)
 
     def body_limit(self, path: str, *, method: str = "POST", authorization: str | None = None,
-                   request_id_header: str | None = None, client: str | None = None) -> int:
+                   request_id: str | None = None, client: str | None = None) -> int:
         """Raises the MISError to answer instead (401, 403) when the caller may not upload here."""
         if path.rstrip("/") not in self.upload_paths:
             return self.max_body_bytes
         try:
             self.gate.admit(resources.UploadModel.scope, authorization)
         except MISError as exc:
-            log_request(request_id=request_id(request_id_header), method=method, path=path, status=exc.status,
+            log_request(request_id=request_id or choose_request_id(None), method=method, path=path, status=exc.status,
                         started=time.perf_counter(), client=client, caller=getattr(exc, "caller", None), model=None,
                         audit=resources.UploadModel.audit)
             raise

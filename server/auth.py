@@ -121,15 +121,16 @@ class ApiKeys:
         try:
             self._checked = now
             try:
-                if self._version_of() == self._version:
-                    return
-                self._version, self._keys = self._read()
+                version = self._version_of()
+            except OSError as exc:  # gone or unreadable: one more version, logged once like a bad one
+                version = ("unreadable", exc.errno)
+            if version == self._version:
+                return
+            self._version = version
+            try:
+                self._keys = self._read()[1]
                 log.warning("API keys reloaded from %s: %d keys", self.path, len(self._keys))
-            except (OSError, KeysFileError) as exc:
-                try:  # log a bad version once, not every second
-                    self._version = self._version_of()
-                except OSError:
-                    pass
+            except KeysFileError as exc:
                 log.error("API keys file unusable, keeping the last good keys: %s", exc)
         finally:
             self._lock.release()

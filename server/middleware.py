@@ -26,6 +26,7 @@ access_log = logging.getLogger("mis.access")
 audit_log = logging.getLogger("mis.audit")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_ENVIRON = "mis.request_id"  # set by our worker (server/worker.py), which logs what it answers itself
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's own id is kept only if it is this tame
 PATH_LOGGED = 512  # characters of a request path the logs keep
 
@@ -41,16 +42,16 @@ def configure_json_logs() -> None:
             logger.propagate = False
 
 
-def request_id(header: str | None) -> str:
+def choose_request_id(header: str | None) -> str:
     return header if header and _REQUEST_ID.match(header) else uuid.uuid4().hex
 
 
-def log_request(*, request_id: str, method: str, path: str, status: int, started: float, client: str | None,
+def log_request(*, request_id: str, method: str | None, path: str | None, status: int, started: float, client: str | None,
                 caller: Caller | None, model: str | None, audit: str | None) -> None:
     """One access line per request, and an audit line when the request asked for a state change
     (refused or not: a denied attempt is as worth keeping as a done one)."""
     who = caller.name if caller else None
-    access_log.info(_line("access", request_id=request_id, method=method, path=path[:PATH_LOGGED], status=status,
+    access_log.info(_line("access", request_id=request_id, method=method, path=path and path[:PATH_LOGGED], status=status,
                           latency_ms=round(1000 * (time.perf_counter() - started), 3), key=who, client=client,
                           model=model))
     if audit:
@@ -70,7 +71,7 @@ class Observe:
 
     def process_request(self, req, resp):
         req.context.started = time.perf_counter()
-        req.context.request_id = request_id(req.get_header(REQUEST_ID_HEADER))
+        req.context.request_id = req.env.get(REQUEST_ID_ENVIRON) or choose_request_id(req.get_header(REQUEST_ID_HEADER))
         req.context.caller = None
         req.context.model_id = None
         resp.set_header(REQUEST_ID_HEADER, req.context.request_id)

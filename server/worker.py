@@ -33,6 +33,7 @@ from gunicorn.workers.base import Worker as GunicornWorker
 
 from .config import Config
 from .errors import MISError
+from .middleware import REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, choose_request_id, log_request
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Request:
         self.version = "1.1"
         self.keep_alive = False
         self.started = time.monotonic()
+        self.timer_started = time.perf_counter()  # for the access line's latency
+        self.id: str | None = None  # the request id, once the head has been read
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for n, v in self.headers if n.lower() == name), None)
@@ -248,14 +251,14 @@ class Connection(asyncio.Protocol):
         request.keep_alive = self.parser.should_keep_alive()
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
+        request.id = choose_request_id(_text(request.header(REQUEST_ID_HEADER.lower().encode())))
         path = httptools.parse_url(request.url or b"/").path or b"/"
         try:
             request.body_limit = self.limits.body_limit(
                 unquote_to_bytes(path).decode("latin-1"), method=request.method.decode("latin-1"),
-                authorization=_text(request.header(b"authorization")),
-                request_id_header=_text(request.header(b"x-request-id")), client=self.peer)
-        except MISError as exc:  # the app refuses this caller's body before any of it is read
-            self.refuse(exc.status, exc.message, exc.to_dict(), exc.headers)
+                authorization=_text(request.header(b"authorization")), request_id=request.id, client=self.peer)
+        except MISError as exc:  # the app refuses this caller's body before any of it is read (and logs it)
+            self.refuse(exc.status, exc.message, exc.to_dict(), exc.headers, logged=True)
             raise httptools.HttpParserError("refused") from None
         length = request.header(b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > request.body_limit:
@@ -321,14 +324,24 @@ class Connection(asyncio.Protocol):
         except asyncio.TimeoutError:
             self.worker.abandoned += 1
             future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self._unabandon))
-            log.error("request %s timed out after %s s; its thread is abandoned", _target(request),
+            log.error("request %s (%s) timed out after %s s; its thread is abandoned", request.id, _target(request),
                       self.limits.request_timeout)
-            return _error(504, f"the server gave up on this request after {self.limits.request_timeout} s")
+            status, message = 504, f"the server gave up on this request after {self.limits.request_timeout} s"
         except BaseException as exc:  # anything the app lets through (a model's KeyboardInterrupt...)
             if isinstance(exc, asyncio.CancelledError) and not future.done():
                 raise  # our own task is being cancelled
-            log.error("the app failed on %s: %r", _target(request), exc)
-            return _error(500, "internal server error; the server log has the details")
+            log.error("the app failed on request %s (%s): %r", request.id, _target(request), exc)
+            status, message = 500, "internal server error; the server log has the details"
+        # The app never answered, so it logged nothing yet (an abandoned thread logs when it ends).
+        self.log(request, status)
+        return _error(status, message, headers={REQUEST_ID_HEADER: request.id})
+
+    def log(self, request: Request, status: int) -> None:
+        """The access line of an answer the worker wrote itself."""
+        url = httptools.parse_url(request.url) if request.url else None
+        log_request(request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
+                    path=_text(url.path) if url else None, status=status, started=request.timer_started,
+                    client=self.peer, caller=None, model=None, audit=None)
 
     def _unabandon(self) -> None:
         self.worker.abandoned -= 1
@@ -346,6 +359,7 @@ class Connection(asyncio.Protocol):
             "SERVER_NAME": str(host),
             "SERVER_PORT": str(port),
             "SERVER_PROTOCOL": f"HTTP/{request.version}",
+            REQUEST_ID_ENVIRON: request.id,
             "REMOTE_ADDR": str(peer[0]),
             "REMOTE_PORT": str(peer[1]),
             "CONTENT_LENGTH": str(request.body_size),  # also for chunked bodies: the app sees their length
@@ -376,16 +390,21 @@ class Connection(asyncio.Protocol):
         lines += [f"Content-Length: {len(body)}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
 
-    def refuse(self, status: int, message: str, payload: dict | None = None, headers: dict | None = None) -> None:
+    def refuse(self, status: int, message: str, payload: dict | None = None, headers: dict | None = None,
+               logged: bool = False) -> None:
         """Answer an error found before the app ran, then close once the client stops sending."""
         if self.refused or self.transport.is_closing():
             return
         if self.busy or self.queue:  # earlier pipelined requests are answered first
-            self.deferred = self.deferred or (status, message, payload, headers)
+            self.deferred = self.deferred or (status, message, payload, headers, logged)
             self.transport.pause_reading()
             return
         self.refused = True
-        status_line, headers, body = _error(status, message, payload, headers)
+        request = self.request or Request()  # refused before a request began: too many connections
+        request.id = request.id or choose_request_id(None)
+        if not logged:
+            self.log(request, status)
+        status_line, headers, body = _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
         self.respond(status_line, headers, body, keep_alive=False)
         # Closing now would make the kernel reset the connection while the client is still sending
         # its body, and it would never read the answer. So, as nginx's lingering close does: send

@@ -134,3 +134,14 @@ def test_the_file_is_looked_at_no_more_than_once_per_recheck_interval(tmp_path):
     keys = ApiKeys(mount_keys(tmp_path / "secret", keys_document(KEYS)), recheck_s=3600)
     mount_keys(keys.path.parent, keys_document({"scoring": ([SCORE], new_key())}))
     assert keys.caller(bearer(SCORING_KEY)).name == "scoring"  # not re-read yet: within the interval
+
+
+def test_a_vanished_keys_file_keeps_the_last_good_keys_and_logs_once(keys, caplog):
+    (keys.path.parent / "..data").unlink()  # the Secret's files are gone
+    with caplog.at_level(logging.ERROR, logger="server.auth"):
+        for _ in range(3):
+            assert keys.caller(bearer(SCORING_KEY)).name == "scoring"
+    assert len(caplog.records) == 1 and "cannot read" in caplog.records[0].getMessage()
+    back = new_key()
+    mount_keys(keys.path.parent, keys_document({"scoring": ([SCORE], back)}))
+    assert keys.caller(bearer(back)).name == "scoring"

@@ -245,7 +245,7 @@ def test_an_uploads_denial_before_its_body_is_audited(secured, caplog):
     app = secured().app
     with caplog.at_level(logging.INFO), pytest.raises(Exception) as caught:
         app.body_limit("/api/v1/uploadmodel/", method="POST", authorization=f"Bearer {SCORING_KEY}",
-                       request_id_header="up-1", client="127.0.0.1")
+                       request_id="up-1", client="127.0.0.1")
     assert caught.value.status == 403
     assert access_lines(caplog, "audit") == [{**access_lines(caplog, "audit")[0], "action": "upload",
                                               "result": "denied", "request_id": "up-1", "status": 403}]

@@ -238,11 +238,20 @@ def test_a_noisy_model_is_logged_with_its_id_and_capped(server, tmp_path):
     assert len(log) < 200_000  # not 60 MB
 
 
+def access_lines(server: GunicornProcess) -> list[dict]:
+    return [line for line in map(json.loads, (t for t in server.log_path.read_text().splitlines()
+                                               if t.startswith('{"time"'))) if line["log"] == "access"]
+
+
 def test_a_request_past_the_request_timeout_gets_json_504(server, tmp_path):
     app = server(MIS_TIMEOUT_S="2", MIS_PREDICT_TIMEOUT_S="30", MIS_QUARANTINE_STRIKES="100")
     hung = upload(app, tmp_path, SCORE_HANGS, "hangs")
-    assert_json_error(score(app, hung), 504, "gateway_timeout")
+    answer = score(app, hung)
+    assert_json_error(answer, 504, "gateway_timeout")
     assert score(app, IRIS).status_code == 200
+    # The worker answered for the app, so it logged the answer: under the id the app had too.
+    assert {"request_id": answer.headers["X-Request-ID"], "status": 504, "method": "POST"}.items() <= \
+        wait_until(lambda: next((a for a in access_lines(app) if a["status"] == 504), None), timeout=10).items()
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -313,8 +322,20 @@ def test_expect_100_continue(server):
 ])
 def test_malformed_http_gets_json(server, request_bytes, status):
     app = server()
-    answer_status, body = status_and_json(raw_exchange(app.url, request_bytes))
+    raw = raw_exchange(app.url, request_bytes)
+    answer_status, body = status_and_json(raw)
     assert answer_status == status and body["error"] and body["code"]
+    request_id = next(line.split(b": ", 1)[1].decode() for line in raw.split(b"\r\n") if line.startswith(b"X-Request-ID"))
+    logged = wait_until(lambda: [a for a in access_lines(app) if a["request_id"] == request_id], timeout=10)
+    assert [a["status"] for a in logged] == [status] and logged[0]["client"] == "127.0.0.1"
+
+
+def test_the_client_request_id_is_the_one_every_log_line_carries(server):
+    app = server()
+    answer = requests.get(f"{app.url}/api/v1/serverinfo/", headers={"X-Request-ID": "trace-77"}, timeout=10)
+    assert answer.headers["X-Request-ID"] == "trace-77"
+    logged = wait_until(lambda: [a for a in access_lines(app) if a["request_id"] == "trace-77"], timeout=10)
+    assert [(a["method"], a["path"], a["status"]) for a in logged] == [("GET", "/api/v1/serverinfo", 200)]
 
 
 def test_keep_alive_and_pipelining(server):
