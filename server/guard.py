@@ -18,6 +18,8 @@ import contextlib
 import io
 import logging
 import mmap
+import os
+import stat
 import sys
 import tempfile
 import threading
@@ -39,6 +41,20 @@ def inflight_dir(master_pid: int) -> Path:
     return Path(tempfile.gettempdir()) / f"mis-{master_pid}"
 
 
+def make_inflight_dir(master_pid: int) -> Path:
+    """Made by the master before any worker starts. Its name is predictable, so a directory that is
+    already there is used only if it is ours and private: another local user could otherwise plant
+    symlinks (to make a worker truncate a file) or records (to get a model quarantined)."""
+    path = inflight_dir(master_pid)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        found = path.lstat()
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+            raise RuntimeError(f"{path} exists and is not a private directory of this user; remove it") from None
+    return path
+
+
 def inflight_path(master_pid: int, worker_pid: int) -> Path:
     return inflight_dir(master_pid) / f"{worker_pid}.inflight"
 
@@ -56,11 +72,14 @@ def models_in_flight(path: Path) -> list[str]:
 
 class Inflight:
     def __init__(self, path: Path, records: int):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        with open(path, "wb+") as handle:
-            handle.truncate(records * RECORD)
-            self._map = mmap.mmap(handle.fileno(), records * RECORD)
+        # O_NOFOLLOW: never write through a symlink someone left in the directory.
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(handle, records * RECORD)
+            self._map = mmap.mmap(handle, records * RECORD)
+        finally:
+            os.close(handle)
 
     def set(self, index: int, model_id: str) -> None:
         self._map[index * RECORD:(index + 1) * RECORD] = model_id.encode()[:RECORD].ljust(RECORD, b"\0")

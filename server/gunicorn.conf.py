@@ -8,7 +8,7 @@ import sys
 from server.app import blame_dead_worker, build_gate
 from server.auth import KeysFileError
 from server.config import Config, ConfigError
-from server.guard import inflight_dir
+from server.guard import inflight_dir, make_inflight_dir
 from server.store import sweep_staging
 
 try:
@@ -45,6 +45,7 @@ def on_starting(server):
     # No worker of this server runs yet, so staging untouched for a minute is a leftover of an
     # earlier run (a fresh upload writes its staging continuously: its body is already buffered).
     sweep_staging(_config.store_dir, older_than_s=60)
+    make_inflight_dir(os.getpid())
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 import threading
 
 import pytest
 
 from server.errors import PredictTimeout
-from server.guard import PredictGuard, captured_output, models_in_flight
+from server.guard import (
+    Inflight,
+    PredictGuard,
+    captured_output,
+    inflight_dir,
+    make_inflight_dir,
+    models_in_flight,
+)
 
 
 @pytest.fixture
@@ -49,7 +58,7 @@ def test_a_call_past_the_deadline_raises_predict_timeout_and_recycles_once_half_
 
 
 def test_in_flight_records_name_the_running_model_and_are_blank_after(tmp_path, release):
-    path = tmp_path / "run" / "123.inflight"
+    path = tmp_path / "123.inflight"
     guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, recycle_after_s=60, inflight_file=path)
     guard.run("done-model", lambda: None)
     with pytest.raises(PredictTimeout):
@@ -59,12 +68,39 @@ def test_in_flight_records_name_the_running_model_and_are_blank_after(tmp_path, 
 
 
 def test_an_orderly_exit_leaves_nothing_to_blame(tmp_path, release):
-    path = tmp_path / "run" / "123.inflight"
+    path = tmp_path / "123.inflight"
     guard = PredictGuard(timeout_s=0.2, threads=2, output_bytes=100, recycle_after_s=60, inflight_file=path)
     with pytest.raises(PredictTimeout):
         guard.run("hung-model", release.wait)
     guard.close()
     assert models_in_flight(path) == []
+
+
+def test_the_in_flight_directory_is_private_and_never_written_through_a_symlink(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = make_inflight_dir(41)
+    assert made.stat().st_mode & 0o777 == 0o700 and make_inflight_dir(41) == made  # ours: reused
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (made / "7.inflight").symlink_to(victim)
+    with pytest.raises(OSError):
+        Inflight(made / "7.inflight", records=2)
+    assert victim.read_text() == "precious"
+
+    planted = inflight_dir(42)
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)  # another user's trap would be writable by them
+    with pytest.raises(RuntimeError, match="not a private directory"):
+        make_inflight_dir(42)
+    inflight_dir(43).symlink_to(made)
+    with pytest.raises(RuntimeError, match="not a private directory"):
+        make_inflight_dir(43)
+    if os.getuid() == 0:  # root can show a directory owned by someone else
+        other = inflight_dir(44)
+        other.mkdir(mode=0o700)
+        os.chown(other, 65534, 65534)
+        with pytest.raises(RuntimeError, match="not a private directory"):
+            make_inflight_dir(44)
 
 
 def test_model_output_is_logged_capped_with_the_model_id(caplog):
