@@ -27,6 +27,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
+import pandas.io.common as pandas_io  # what read_json opens rather than parses
 
 from .errors import InvalidInput
 
@@ -108,6 +109,17 @@ def read_table(payload: Any) -> Table:
     if isinstance(data, dict):
         return _frame_table(pd.DataFrame.from_dict, data, "columns")
     return _rows_table(data)
+
+
+def refuse_resource_names(payload: Any) -> None:
+    """ADS's score.py hands a string body (or a string "data") to pd.read_json, which opens it when
+    it names a file, a URL or an fsspec location: a caller could read the server's files or make it
+    call internal addresses (the instance metadata service). pandas' own tests decide, so exactly
+    what it would open is refused."""
+    data = payload.get("data") if isinstance(payload, dict) else payload
+    if isinstance(data, str) and (pandas_io.is_url(data) or pandas_io.is_fsspec_url(data) or pandas_io.file_exists(data)):
+        raise InvalidInput("the data names a file or URL, which the model's score.py would open; send the "
+                           "table itself")
 
 
 def _rows_table(data: Any) -> Table:
@@ -238,6 +250,7 @@ class ScoreModuleRuntime:
         except InvalidInput:
             if self.n_features is not None:
                 raise
+            refuse_resource_names(payload)
             return payload  # no input schema: a body that is not a table may be this score.py's own format
         check_features(table, self.n_features, self.feature_names)
         names = self.feature_names or table.columns

@@ -1,8 +1,10 @@
 """Every /api/v1 operation through Falcon's TestClient: success paths and each failure's 4xx JSON."""
 
+import http.server
 import io
 import json
 import logging
+import threading
 
 import numpy as np
 import pandas as pd
@@ -413,3 +415,50 @@ def test_every_route_is_documented(client):
                 routes.add(current.uri_template.rstrip("/"))
             stack.extend(current.children)
     assert {r for r in routes if r.startswith("/api/")} == {d for d in documented if d.startswith("/api/")}
+
+
+SCORE_READS_JSON = """
+import pandas as pd
+
+def load_model():
+    return None
+
+def predict(data, model=None):
+    payload = data.get("data", data) if isinstance(data, dict) else data
+    frame = pd.read_json(payload) if isinstance(payload, str) else pd.DataFrame(payload)
+    return {"prediction": frame.to_numpy().tolist()}
+"""
+
+
+def test_a_body_naming_a_file_or_url_never_reaches_read_json(client, tmp_path):
+    """A schema-less artifact whose score.py does what ADS's does with a string: pd.read_json."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('[["a file of the server"]]')
+    hits = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the base class's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'[["fetched"]]')
+
+        def log_message(self, *args):
+            pass
+
+    internal = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=internal.serve_forever, daemon=True).start()
+    try:
+        model_id = upload(client, score_artifact(tmp_path / "a.zip", SCORE_READS_JSON)).json["model_id"]
+        url = f"http://127.0.0.1:{internal.server_port}/opc/v2/instance/"
+        for data in (str(secret), f"file://{secret}", url):
+            for body in (data, {"data": data}):
+                result = client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=body)
+                assert "file or URL" in assert_error(result, 422, "invalid_input")["error"]
+        assert hits == []
+        # JSON text is still a table, as read_json reads it.
+        result = client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json={"data": '[[1, 2]]'})
+        assert result.status_code == 200 and result.json["prediction"] == [[1, 2]]
+    finally:
+        internal.shutdown()
+        internal.server_close()
