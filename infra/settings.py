@@ -22,8 +22,9 @@ MODES = ("oci", "hybrid")
 KUBERNETES_MINORS = range(25, 38)
 SERVICE_TYPES = ("LoadBalancer", "ClusterIP", "NodePort")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-# Variables whose values are fixed by the pod layout or the stack, so `server.config` may not set them.
-RESERVED_SERVER_VARIABLES = ("MIS_ENV", "MIS_BIND", "MIS_DATA_DIR", "MIS_API_KEYS_FILE")
+# Variables whose values are fixed by the pod layout or the stack, so `server.config` may not set them
+# (MIS_AUTH: a deployed server always authenticates with the stack's keys).
+RESERVED_SERVER_VARIABLES = ("MIS_ENV", "MIS_BIND", "MIS_DATA_DIR", "MIS_API_KEYS_FILE", "MIS_AUTH")
 # Address space the internet does not route: RFC 1918, and RFC 6598 shared space (100.64.0.0/10),
 # which carriers and overlay VPNs use behind NAT, so no internet host can appear with such a source.
 PRIVATE_NETWORKS = tuple(

@@ -19,7 +19,8 @@ from .catalog import LocalCatalog
 from .config import Config
 from .errors import MISError
 from .guard import PredictGuard, inflight_path, models_in_flight
-from .middleware import Authenticate, Observe, choose_request_id, configure_json_logs, log_request
+from .logs import audit_server_change, configure_json_logs, log_request
+from .middleware import Authenticate, Observe, choose_request_id
 from .openapi import add_docs_routes
 from .registry import Registry
 from .store import LocalStore
@@ -158,8 +159,11 @@ def blame_dead_worker(config: Config, master_pid: int, worker_pid: int) -> list[
     models = models_in_flight(inflight_path(master_pid, worker_pid))
     if len(models) == 1:
         store = LocalStore(config.store_dir, config.max_artifact_bytes)
-        store.record_strike(models[0], "its worker died while it predicted", limit=config.quarantine_strikes,
-                            window_s=config.quarantine_window_s, lock_timeout_s=1.0)
+        quarantined = store.record_strike(models[0], "its worker died while it predicted",
+                                          limit=config.quarantine_strikes, window_s=config.quarantine_window_s,
+                                          lock_timeout_s=1.0)
+        if quarantined:
+            audit_server_change("quarantine", models[0], reason=quarantined)
     return models
 
 

@@ -9,6 +9,7 @@ from server.app import blame_dead_worker, build_gate
 from server.auth import KeysFileError
 from server.config import Config, ConfigError
 from server.guard import inflight_dir, make_inflight_dir
+from server.logs import configure_json_logs
 from server.store import sweep_staging
 
 try:
@@ -16,6 +17,7 @@ try:
     build_gate(_config)  # a keys file that cannot be used stops the start here, not in every worker
 except (ConfigError, KeysFileError) as exc:
     sys.exit(f"The server cannot start: {exc}")  # one line saying what to set, not a traceback
+configure_json_logs()  # the master audits the quarantines it decides (child_exit)
 
 # One OpenMP thread per worker unless the operator says otherwise: small requests gain nothing
 # from XGBoost's / LightGBM's thread pools, and workers x threads > cores makes them thrash.

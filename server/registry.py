@@ -32,6 +32,7 @@ from .errors import (
     UploadEnvRefused,
 )
 from .guard import PredictGuard, captured_output
+from .logs import audit_server_change
 from .runtimes import Runtime, open_runtime
 from .store import LocalStore
 
@@ -315,9 +316,11 @@ class Registry:
     def strike(self, model_id: str, reason: str) -> None:
         """One more strike against a model; enough of them quarantine it in every worker."""
         try:
-            if self.store.record_strike(model_id, reason, limit=self.quarantine_strikes,
-                                        window_s=self.quarantine_window_s):
-                log.error("model %s is quarantined: %s", model_id, reason)
+            quarantined = self.store.record_strike(model_id, reason, limit=self.quarantine_strikes,
+                                                   window_s=self.quarantine_window_s)
+            if quarantined:
+                log.error("model %s is quarantined: %s", model_id, quarantined)
+                audit_server_change("quarantine", model_id, reason=quarantined)
         except (MISError, OSError) as exc:  # the store failed: the 504 still goes out, the strike is lost
             log.error("could not record a strike against %s: %s", model_id, exc)
 

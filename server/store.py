@@ -258,20 +258,22 @@ class LocalStore:
         return self._quarantine().get("quarantined", {})
 
     def record_strike(self, model_id: str, reason: str, *, limit: int, window_s: float,
-                      lock_timeout_s: float | None = None) -> bool:
-        """Count one strike; at `limit` strikes within `window_s` the model is quarantined (True).
-        gunicorn's master passes `lock_timeout_s`: it must never block on the lock for long."""
+                      lock_timeout_s: float | None = None) -> str | None:
+        """Count one strike; at `limit` strikes within `window_s` the model is quarantined (the reason
+        recorded is returned). gunicorn's master passes `lock_timeout_s`: it must never block on the
+        lock for long."""
         now = time.time()
         with self._io("record a strike against the model"), self._locked(lock_timeout_s):
             data = self._quarantine()
             strikes = [t for t in data.setdefault("strikes", {}).get(model_id, []) if now - t < window_s] + [now]
             data["strikes"][model_id] = strikes
-            quarantine = len(strikes) >= limit
-            if quarantine:
-                data.setdefault("quarantined", {})[model_id] = f"{reason} ({len(strikes)} times in {window_s:g} s)"
+            quarantined = None
+            if len(strikes) >= limit:
+                quarantined = f"{reason} ({len(strikes)} times in {window_s:g} s)"
+                data.setdefault("quarantined", {})[model_id] = quarantined
                 del data["strikes"][model_id]
             self._replace_json(self.quarantine_file, data)
-        return quarantine
+        return quarantined
 
     def release(self, model_id: str) -> bool:
         """Lift a model's quarantine and forget its strikes; False when there was nothing to lift."""

@@ -33,7 +33,8 @@ from gunicorn.workers.base import Worker as GunicornWorker
 
 from .config import Config
 from .errors import MISError
-from .middleware import REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, choose_request_id, log_request
+from .logs import log_request
+from .middleware import REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, choose_request_id
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)

@@ -127,8 +127,10 @@ def test_compartment_must_be_a_compartment_ocid():
     fails({**base(), f"{P}:compartmentId": "ocid1.tenancy.oc1..example"}, f"{P}:compartmentId")
 
 
-def test_server_config_cannot_override_the_pod_contract():
-    fails(edit(base(), "server", config={"MIS_ENV": "dev"}), f"{P}:server.config.MIS_ENV")
+@pytest.mark.parametrize("name, value", [("MIS_ENV", "dev"), ("MIS_API_KEYS_FILE", "/tmp/k.json"),
+                                         ("MIS_AUTH", "off")])
+def test_server_config_cannot_override_the_pod_contract_or_turn_authentication_off(name, value):
+    fails(edit(base(), "server", config={name: value}), f"{P}:server.config.{name}")
 
 
 def test_hybrid_mode_needs_a_kubeconfig_and_an_image():

@@ -193,6 +193,7 @@ def test_a_hung_model_times_out_alone_and_is_quarantined(server, tmp_path):
     info = requests.get(f"{app.url}/api/v1/serverinfo/", timeout=5).json()
     assert next(m for m in info["models"] if m["model_id"] == hung)["quarantined"] == body["reason"]
     assert score(app, IRIS).json()["prediction"] == [0]
+    assert quarantine_audits(app) == [(hung, body["reason"])]  # the worker that decided it audits it
 
     # An admin's loadmodel lifts the quarantine: the model is tried again.
     assert requests.post(f"{app.url}/api/v1/loadmodel/{hung}", timeout=10).json()["status"] == "released"
@@ -225,6 +226,7 @@ def test_a_model_that_kills_its_worker_is_quarantined(server, tmp_path):
     for _ in range(6):  # no more dead workers: every answer is the quarantine's
         assert score(app, crashing, timeout=5).status_code == 503
     assert score(app, IRIS).json()["prediction"] == [0]
+    assert quarantine_audits(app) == [(crashing, body["reason"])]  # the master decided it, and audits it
 
 
 def test_a_noisy_model_is_logged_with_its_id_and_capped(server, tmp_path):
@@ -238,9 +240,13 @@ def test_a_noisy_model_is_logged_with_its_id_and_capped(server, tmp_path):
     assert len(log) < 200_000  # not 60 MB
 
 
-def access_lines(server: GunicornProcess) -> list[dict]:
+def access_lines(server: GunicornProcess, kind: str = "access") -> list[dict]:
     return [line for line in map(json.loads, (t for t in server.log_path.read_text().splitlines()
-                                               if t.startswith('{"time"'))) if line["log"] == "access"]
+                                               if t.startswith('{"time"'))) if line["log"] == kind]
+
+
+def quarantine_audits(server: GunicornProcess) -> list[tuple]:
+    return [(a["model"], a["reason"]) for a in access_lines(server, "audit") if a["action"] == "quarantine"]
 
 
 def test_a_request_past_the_request_timeout_gets_json_504(server, tmp_path):

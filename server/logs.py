@@ -1,0 +1,57 @@
+"""The JSON lines for a log shipper: `access` (one per request) and `audit` (one per state change,
+asked for by a caller or made by the server itself). Written to stdout apart from the diagnostic
+log (stderr); never a body, a header value or a key, only a key's name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .auth import Caller
+
+access_log = logging.getLogger("mis.access")
+audit_log = logging.getLogger("mis.audit")
+
+PATH_LOGGED = 512  # characters of a request path the logs keep
+
+
+def configure_json_logs() -> None:
+    """Access and audit lines go to stdout as bare JSON, not through the diagnostic format."""
+    for logger in (access_log, audit_log):
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def log_request(*, request_id: str, method: str | None, path: str | None, status: int, started: float, client: str | None,
+                caller: Caller | None, model: str | None, audit: str | None) -> None:
+    """One access line per request, and an audit line when the request asked for a state change
+    (refused or not: a denied attempt is as worth keeping as a done one)."""
+    who = caller.name if caller else None
+    access_log.info(_line("access", request_id=request_id, method=method, path=path and path[:PATH_LOGGED], status=status,
+                          latency_ms=round(1000 * (time.perf_counter() - started), 3), key=who, client=client,
+                          model=model))
+    if audit:
+        result = "ok" if status < 400 else ("denied" if status in (401, 403) else "failed")
+        audit_log.info(_line("audit", request_id=request_id, action=audit, key=who, client=client, model=model,
+                             result=result, status=status))
+
+
+def _line(kind: str, **fields) -> str:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return json.dumps({"time": stamp, "log": kind, **fields}, default=str)
+
+
+def audit_server_change(action: str, model: str, **details) -> None:
+    """A state change the server made on its own (a quarantine): no caller, no request."""
+    audit_log.info(_line("audit", request_id=None, action=action, key=None, client=None, model=model, result="ok",
+                         **details))
