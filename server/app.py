@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import signal
 import time
@@ -20,7 +18,7 @@ from .config import Config
 from .errors import MISError
 from .guard import PredictGuard, inflight_path, models_in_flight
 from .logs import audit_server_change, configure_json_logs, log_request
-from .middleware import Authenticate, Observe, choose_request_id
+from .middleware import Admission, Authenticate, Observe, choose_request_id
 from .openapi import add_docs_routes
 from .registry import Registry
 from .store import LocalStore
@@ -53,42 +51,56 @@ def build_gate(config: Config) -> Gate:
     return Gate(ApiKeys(config.api_keys_file) if config.api_keys_file else None)
 
 
-class App(falcon.App):
-    """falcon.App that also tells the worker (server/worker.py), from a request's head, how large a
-    body it may send: an oversized body is refused while it streams in rather than after it is
-    buffered, and an upload from a caller who may not upload before a byte of it is stored."""
+# Built by the gunicorn master before it forks (gunicorn.conf.py), and brought up to date before
+# each fork: a worker starts from the keys the master last read, so a keys file that broke after
+# the start (keeping the last good keys, as running workers do) cannot stop a new worker booting.
+_master_gate: Gate | None = None
 
-    def __init__(self, config: Config, gate: Gate, upload_paths: tuple[str, ...]):
+
+def build_master_gate(config: Config) -> Gate:
+    global _master_gate
+    _master_gate = build_gate(config)
+    return _master_gate
+
+
+class App(falcon.App):
+    """falcon.App that also answers the worker (server/worker.py), from a request's head alone, how
+    large a body it may send and whether its caller may call the route at all: an oversized body is
+    refused while it streams in, and a caller without the route's scope before a byte of the body
+    is stored."""
+
+    def __init__(self, config: Config, gate: Gate):
         super().__init__(middleware=[Observe(), Authenticate(gate)])
         self.gate = gate
         self.error_detail = config.error_detail
-        self.upload_paths = upload_paths
         self.max_body_bytes = config.max_body_bytes
-        self.max_upload_bytes = config.max_upload_bytes
         self.on_shutdown = lambda: None  # the worker calls it when it leaves in order
         self.add_error_handler(Exception, self._unexpected)
         self.add_error_handler(falcon.HTTPError, self._http_error)
         self.add_error_handler(MISError, self._mis_error)
 
-    def body_limit(self, path: str, *, method: str = "POST", authorization: str | None = None,
-                   request_id: str | None = None, client: str | None = None) -> int:
-        """Raises the MISError to answer instead (401, 403) when the caller may not upload here."""
-        if path.rstrip("/") not in self.upload_paths:
-            return self.max_body_bytes
+    def admit(self, path: str, *, method: str = "POST", authorization: str | None = None,
+              request_id: str | None = None, client: str | None = None) -> Admission:
+        """Raises the MISError to answer instead (401, 403), having logged it."""
+        if len(path) > 1 and path.endswith("/"):  # as Falcon does with strip_url_path_trailing_slash
+            path = path[:-1]
+        route = self._router.find(path)  # Falcon's own lookup: what routes here is what is checked
+        resource = route[0] if route else None
+        scope, audit = getattr(resource, "scope", None), getattr(resource, "audit", None)
         try:
-            self.gate.admit(resources.UploadModel.scope, authorization)
+            caller = self.gate.admit(scope, authorization)
         except MISError as exc:
             log_request(request_id=request_id or choose_request_id(None), method=method, path=path, status=exc.status,
                         started=time.perf_counter(), client=client, caller=getattr(exc, "caller", None), model=None,
-                        audit=resources.UploadModel.audit)
+                        audit=audit)
             raise
-        return self.max_upload_bytes
+        return Admission(getattr(resource, "limit", self.max_body_bytes), caller, audit, resource)
 
     def _mis_error(self, req, resp, exc: MISError, params):
         caller = getattr(req.context, "caller", None)
         shown = self.error_detail == "all" or (self.error_detail == "admin" and caller is not None and caller.may(ADMIN))
-        if exc.private:
-            log.warning("request %s: %s: %s", getattr(req.context, "request_id", "-"), exc.message, exc.private)
+        if exc.private:  # %r: a model's words may quote its input, and must not start a log line of their own
+            log.warning("request %s: %s: %r", getattr(req.context, "request_id", "-"), exc.message, exc.private)
         resp.status = exc.status
         resp.media = exc.to_dict(with_private=shown)
         for name, value in exc.headers.items():
@@ -119,9 +131,9 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
     gate = gate or build_gate(config)
 
     api = "/api/v1"
-    app = App(config, gate, upload_paths=(f"{api}/uploadmodel",))
+    app = App(config, gate)
     app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
-    json_handler = falcon.media.JSONHandler(dumps=_dumps)
+    json_handler = falcon.media.JSONHandler(dumps=resources.to_json)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
 
     app.add_route(f"{api}/listmodels", resources.ListModels(registry))
@@ -147,7 +159,7 @@ def get_app() -> App:
     configure_json_logs()
     registry = build_registry(config, inflight_file=inflight_path(os.getppid(), os.getpid()),
                               on_stuck=lambda: os.kill(os.getpid(), signal.SIGTERM))  # gunicorn's graceful exit
-    app = create_app(config, registry)
+    app = create_app(config, registry, gate=_master_gate)
     app.on_shutdown = registry.guard.close
     return app
 
@@ -165,31 +177,3 @@ def blame_dead_worker(config: Config, master_pid: int, worker_pid: int) -> list[
         if quarantined:
             audit_server_change("quarantine", models[0], reason=quarantined)
     return models
-
-
-def _dumps(value) -> str:
-    """Strict JSON (json.dumps would write NaN and Infinity, which JSON has not): a model's NaN or
-    +/-Infinity goes out as null."""
-    try:
-        return json.dumps(value, default=_to_json, allow_nan=False)
-    except ValueError:  # a non-finite float somewhere: only then walk the whole value
-        return json.dumps(_finite(value), default=_to_json, allow_nan=False)
-
-
-def _finite(value):
-    """value with NaN and +/-Infinity as None (numpy arrays and scalars made plain first)."""
-    value = _to_json(value) if hasattr(value, "tolist") else value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _to_json(value):
-    """numpy arrays and scalars in predictions become plain JSON."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")

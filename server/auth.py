@@ -58,11 +58,13 @@ class _Key:
     digest: bytes
 
 
-def parse_keys(text: str) -> tuple[_Key, ...]:
+def parse_keys(raw: bytes | str) -> tuple[_Key, ...]:
     try:
-        document = json.loads(text)
-    except ValueError as exc:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
         raise KeysFileError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError):  # not UTF-8, or nested beyond reason
+        raise KeysFileError("not JSON text") from None
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise KeysFileError('expected {"keys": [{"name": ..., "scopes": [...], "key": ...}, ...]}')
@@ -75,7 +77,7 @@ def parse_keys(text: str) -> tuple[_Key, ...]:
         if not isinstance(name, str) or not name.strip() or not name.isprintable() or len(name) > 64:
             raise KeysFileError(f"{where} needs a `name` of 1 to 64 printable characters")
         where = f"key {name!r}"
-        if not isinstance(scopes, list) or not scopes or not all(s in SCOPES for s in scopes):
+        if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) and s in SCOPES for s in scopes):
             raise KeysFileError(f"{where} needs `scopes`, a non-empty list of {' and '.join(SCOPES)}")
         if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH or not key.isascii() or not key.isprintable() \
                 or " " in key:
@@ -102,7 +104,7 @@ class ApiKeys:
     def _read(self) -> tuple[tuple, tuple[_Key, ...]]:
         try:
             version = self._version_of()
-            return version, parse_keys(self.path.read_text())
+            return version, parse_keys(self.path.read_bytes())
         except OSError as exc:
             raise KeysFileError(f"cannot read {self.path}: {exc.strerror}") from None
         except KeysFileError as exc:
@@ -114,9 +116,10 @@ class ApiKeys:
         stat = os.stat(self.path)
         return os.path.realpath(self.path), stat.st_ino, stat.st_mtime_ns, stat.st_size
 
-    def _refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
+        """Take a changed file's keys (at most every `recheck_s`, unless forced)."""
         now = time.monotonic()
-        if now - self._checked < self.recheck_s or not self._lock.acquire(blocking=False):
+        if (now - self._checked < self.recheck_s and not force) or not self._lock.acquire(blocking=False):
             return  # another thread is already looking
         try:
             self._checked = now
@@ -137,7 +140,7 @@ class ApiKeys:
 
     def caller(self, authorization: str | None) -> Caller:
         """The caller an `Authorization` header names; Unauthorized when it names none."""
-        self._refresh()
+        self.refresh()
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("this operation needs an API key: send `Authorization: Bearer <key>`", invalid=False)

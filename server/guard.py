@@ -1,10 +1,13 @@
 """Running a model's own code under a deadline, with its output captured, and leaving a trace of
 what each worker is running so that a worker's death can be pinned on the model that caused it.
 
-- `PredictGuard.run` calls predict on a pool thread and waits at most `timeout_s`. A predict past
-  it raises `PredictTimeout` (504 naming the model) and its thread is left to finish or hang. The
-  worker asks to be recycled (`on_stuck`) once half the pool is stuck, or once one predict has been
-  stuck for `recycle_after_s` (a stuck thread may be spinning a core).
+- `PredictGuard.run` gives predict at most `timeout_s`. A predict past it answers `PredictTimeout`
+  (504 naming the model), counts against the model (`on_timeout`), and its thread is left to finish
+  or hang. The worker asks to be recycled (`on_stuck`) once half its threads are stuck, or once one
+  predict has been stuck for `recycle_after_s` (a stuck thread may be spinning a core).
+  Under our gunicorn worker the request's own thread runs predict and the worker's event loop keeps
+  the deadline (a `Watchdog`, installed per request with `watched`): no thread handoff per score.
+  Elsewhere (tests, other servers) predict runs on the guard's own pool and the caller waits.
 - What model code prints to sys.stdout / sys.stderr while it runs is kept per thread, capped, and
   logged with the model id, instead of flooding the server log.
 - Each pool thread owns a record in a small memory-mapped file per worker process (`Inflight`):
@@ -25,15 +28,36 @@ import tempfile
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, Callable, Iterator
+import itertools
+from typing import Any, Callable, Iterator, Protocol
 
-from .errors import PredictTimeout
+from .errors import MISError, PredictTimeout
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
 
 RECORD = 256  # bytes per in-flight record: a model id is at most 255 characters
 _local = threading.local()
+
+
+class Watchdog(Protocol):
+    """Keeps one request's deadline for the thread that runs it (server/worker.py implements it)."""
+
+    def arm(self, seconds: float, on_expiry: Callable[[], MISError]) -> None:
+        """After `seconds`, answer the request with `on_expiry()` (called once, off this thread)."""
+
+    def disarm(self) -> bool:
+        """Stop the clock; False when it had already run out (the client has had its answer)."""
+
+
+@contextlib.contextmanager
+def watched(watchdog: Watchdog) -> Iterator[None]:
+    """Predicts run on this thread, for the rest of the block, under `watchdog`'s clock."""
+    _local.watchdog = watchdog
+    try:
+        yield
+    finally:
+        _local.watchdog = None
 
 
 def inflight_dir(master_pid: int) -> Path:
@@ -96,36 +120,62 @@ class PredictGuard:
         self.timeout_s = timeout_s
         self.recycle_after_s = recycle_after_s
         self.output_bytes = output_bytes
+        self.records = threads
         self.inflight = Inflight(inflight_file, threads) if inflight_file else None
         self.on_stuck = on_stuck
         self.stuck = 0  # predicts that outlived their deadline and have not returned yet
         self.recycle_at = max(1, threads // 2)
         self._lock = threading.Lock()
-        self._pool = DaemonPool(threads, "mis-predict", on_start=self._name_thread)
+        self._indices = itertools.count()
+        self._pool = DaemonPool(threads, "mis-predict")
         install_output_capture()
 
-    def run(self, model_id: str, fn: Callable, *args) -> Any:
+    def run(self, model_id: str, fn: Callable, *args, on_timeout: Callable[[], None] = lambda: None) -> Any:
+        """fn(*args) within the deadline; `on_timeout` runs (off the request's path) if it is missed."""
+        watchdog = getattr(_local, "watchdog", None)
+        if watchdog is not None:
+            return self._run_watched(watchdog, model_id, fn, args, on_timeout)
         future = self._pool.submit(self._call, model_id, fn, args)
         try:
             return future.result(self.timeout_s)
         except FutureTimeout:
+            if future.done():  # the model raised TimeoutError itself (the same class): its own failure
+                raise
             if future.cancel():  # it never started: every thread was busy, which is no fault of the model
                 raise PredictTimeout(f"model {model_id!r} waited {self.timeout_s} s for a free thread",
                                      model_id=model_id, timeout_s=self.timeout_s, started=False) from None
-            with self._lock:
-                self.stuck += 1
-                recycle = self.stuck >= self.recycle_at
-            future.add_done_callback(self._unstick)
-            log.error("model %s: predict still running after %s s; %d predict(s) stuck in this worker",
-                      model_id, self.timeout_s, self.stuck)
-            if recycle:
-                self._recycle()
-            else:
-                timer = threading.Timer(self.recycle_after_s, lambda: future.done() or self._recycle())
-                timer.daemon = True
-                timer.start()
-            raise PredictTimeout(f"model {model_id!r} did not answer within {self.timeout_s} s",
-                                 model_id=model_id, timeout_s=self.timeout_s) from None
+            future.add_done_callback(lambda _: self._unstick())
+            raise self._expired(model_id, future.done, on_timeout) from None
+
+    def _run_watched(self, watchdog: Watchdog, model_id: str, fn: Callable, args: tuple,
+                     on_timeout: Callable[[], None]) -> Any:
+        returned = threading.Event()
+        watchdog.arm(self.timeout_s, lambda: self._expired(model_id, returned.is_set, on_timeout))
+        try:
+            return self._call(model_id, fn, args)
+        finally:
+            returned.set()
+            if not watchdog.disarm():  # too late: the client was answered 504 when the clock ran out
+                self._unstick()
+
+    def _expired(self, model_id: str, returned: Callable[[], bool], on_timeout: Callable[[], None]) -> PredictTimeout:
+        """A predict missed its deadline: count it stuck until it returns, and recycle the worker if
+        too many are, or if this one is still running `recycle_after_s` from now."""
+        with self._lock:
+            self.stuck += 1
+            recycle = self.stuck >= self.recycle_at
+        log.error("model %s: predict still running after %s s; %d predict(s) stuck in this worker",
+                  model_id, self.timeout_s, self.stuck)
+        # A strike writes the store: not on the event loop's time, and not queued behind stuck threads.
+        threading.Thread(target=on_timeout, name="mis-strike", daemon=True).start()
+        if recycle:
+            self._recycle()
+        else:
+            timer = threading.Timer(self.recycle_after_s, lambda: returned() or self._recycle())
+            timer.daemon = True
+            timer.start()
+        return PredictTimeout(f"model {model_id!r} did not answer within {self.timeout_s} s",
+                              model_id=model_id, timeout_s=self.timeout_s)
 
     def _recycle(self) -> None:
         if self.on_stuck:
@@ -136,22 +186,26 @@ class PredictGuard:
             self.inflight.remove()
 
     def _call(self, model_id: str, fn: Callable, args: tuple) -> Any:
+        index = self._record_index()
         if self.inflight:
-            self.inflight.set(_local.index, model_id)
+            self.inflight.set(index, model_id)
         try:
             with captured_output(model_id, self.output_bytes, "predict"):
                 return fn(*args)
         finally:
             if self.inflight:
-                self.inflight.set(_local.index, "")
+                self.inflight.set(index, "")
 
-    def _unstick(self, _future) -> None:
+    def _record_index(self) -> int:
+        """This thread's in-flight record (threads beyond the records share, which only blurs blame)."""
+        index = getattr(_local, "index", None)
+        if index is None:
+            index = _local.index = next(self._indices) % self.records
+        return index
+
+    def _unstick(self) -> None:
         with self._lock:
             self.stuck -= 1
-
-    @staticmethod
-    def _name_thread(index: int) -> None:
-        _local.index = index
 
 
 # -- model output ------------------------------------------------------------------------------

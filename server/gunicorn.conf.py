@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from server.app import blame_dead_worker, build_gate
+from server.app import blame_dead_worker, build_master_gate
 from server.auth import KeysFileError
 from server.config import Config, ConfigError
 from server.guard import inflight_dir, make_inflight_dir
@@ -14,7 +14,7 @@ from server.store import sweep_staging
 
 try:
     _config = Config.from_env()
-    build_gate(_config)  # a keys file that cannot be used stops the start here, not in every worker
+    _gate = build_master_gate(_config)  # a keys file that cannot be used stops the start here
 except (ConfigError, KeysFileError) as exc:
     sys.exit(f"The server cannot start: {exc}")  # one line saying what to set, not a traceback
 configure_json_logs()  # the master audits the quarantines it decides (child_exit)
@@ -46,11 +46,20 @@ def on_starting(server):
     """
     # No worker of this server runs yet, so staging untouched for a minute is a leftover of an
     # earlier run (a fresh upload writes its staging continuously: its body is already buffered).
+    if list(server.cfg.bind) != [_config.bind]:  # the loopback rule of MIS_AUTH=off is MIS_BIND's
+        sys.exit(f"The server cannot start: it would listen on {', '.join(server.cfg.bind)}, not MIS_BIND "
+                 f"({_config.bind}): set MIS_BIND instead of gunicorn's --bind")
     sweep_staging(_config.store_dir, older_than_s=60)
     make_inflight_dir(os.getpid())
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)
+
+
+def pre_fork(server, worker):
+    """The new worker inherits the master's keys: the current file's, or the last good ones."""
+    if _gate.keys is not None:
+        _gate.keys.refresh(force=True)
 
 
 def child_exit(server, worker):

@@ -13,12 +13,27 @@ import re
 import time
 import uuid
 
-from .auth import Gate
+from dataclasses import dataclass
+
+from .auth import Caller, Gate
 from .errors import Forbidden
 from .logs import log_request
 
 REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_ENVIRON = "mis.request_id"  # set by our worker (server/worker.py), which logs what it answers itself
+# Set by our worker (server/worker.py), which reads every request's head before the app runs.
+REQUEST_ID_ENVIRON = "mis.request_id"
+ADMISSION_ENVIRON = "mis.admission"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a request's head settles before its body is read (App.admit): how many body bytes it
+    may send, who sent it, and the state change it asks for (for the worker's own refusals' logs)."""
+
+    body_limit: int
+    caller: Caller | None = None
+    audit: str | None = None
+    resource: object = None  # the route it was admitted to
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's own id is kept only if it is this tame
 
 
@@ -52,6 +67,10 @@ class Authenticate:
         self.gate = gate
 
     def process_resource(self, req, resp, resource, params):
+        admitted = req.env.get(ADMISSION_ENVIRON)
+        if admitted is not None and admitted.resource is resource:  # the worker admitted it to this very route
+            req.context.caller = admitted.caller
+            return
         try:
             req.context.caller = self.gate.admit(getattr(resource, "scope", None), req.get_header("Authorization"))
         except Forbidden as exc:

@@ -277,12 +277,14 @@ class Registry:
                                    reason=self._quarantined[model_id])
         self._check_env(loaded)
         started = time.perf_counter()
-        try:
-            prediction = self.guard.run(model_id, loaded.runtime.predict, payload)
-        except PredictTimeout as exc:
+
+        def timed_out() -> None:
             loaded.timeouts += 1
-            if exc.details.get("started", True):
-                self.strike(model_id, f"predict took longer than {self.guard.timeout_s} s")
+            self.strike(model_id, f"predict took longer than {self.guard.timeout_s} s")
+
+        try:
+            prediction = self.guard.run(model_id, loaded.runtime.predict, payload, on_timeout=timed_out)
+        except PredictTimeout:
             raise
         except MISError:
             loaded.errors += 1

@@ -13,11 +13,12 @@ import re
 import time
 
 import falcon
+import orjson
 
 from . import __version__
 from .auth import ADMIN, SCORE, Gate
 from .config import Config
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadRequest, ModelPredictFailed, PayloadTooLarge, UnsupportedMediaType
 from .registry import Registry
 from .warmup import Warmup
 
@@ -39,6 +40,18 @@ def summary(info, loaded: bool) -> dict:
     }
 
 
+def to_json(value) -> bytes:
+    """Strict JSON, fast: orjson writes numpy values natively and a model's NaN or +/-Infinity as
+    null (JSON has neither); other numpy-likes go through tolist()."""
+    return orjson.dumps(value, default=_tolist, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+def _tolist(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def check_length(req: falcon.Request, limit: int, what: str) -> None:
     if req.content_length is not None and req.content_length > limit:
         raise PayloadTooLarge(f"{what} of {req.content_length} bytes is over the limit of {limit} bytes", limit=limit)
@@ -53,6 +66,10 @@ def read_json(req: falcon.Request, limit: int):
     raw = req.bounded_stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # not strict JSON: the standard library also reads NaN and Infinity, and says what is wrong
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -178,13 +195,19 @@ class Score:
         started = time.perf_counter()
         model_id = req.get_param("model_id", required=True)
         result = self.registry.score(model_id, read_json(req, self.limit))
-        resp.media = {
+        answer = {
             "model_id": result.model_id,
             "model_version": result.model_version,
             "prediction": result.prediction,
             "timing": {"predict_ms": round(result.predict_ms, 3),
                        "total_ms": round(1000 * (time.perf_counter() - started), 3)},
         }
+        try:  # here, not after the responder: a prediction that is no JSON is the model's failure, answered so
+            resp.data = to_json(answer)
+        except TypeError as exc:  # orjson.JSONEncodeError is one
+            raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
+                                     private=str(exc)) from None
+        resp.content_type = falcon.MEDIA_JSON
 
 
 class ServerInfo:

@@ -55,7 +55,7 @@ class Warmup:
                     time.sleep(delay)
         except Exception as exc:  # never let a broken catalog kill the worker: report it as not ready
             log.exception("warmup failed")
-            self.failed["*"] = str(exc)
+            self.failed["*"] = f"{type(exc).__name__}; the server log has the details"  # readiness is open to all
         finally:
             self._done.set()
 

@@ -7,9 +7,10 @@ idle deadlines; only a complete request (body buffered, spooled to disk when lar
 app, on one of a few threads. So:
 
 - slow or idle clients cost a socket and a timer, never a thread;
-- a request the app has not answered within `MIS_TIMEOUT_S` is answered 504 and its thread
-  abandoned; a worker with too many abandoned threads stops accepting, finishes what it holds
-  and exits, and gunicorn starts a fresh one;
+- a request the app has not answered within `MIS_TIMEOUT_S`, or whose predict ran past
+  `MIS_PREDICT_TIMEOUT_S` (the request's thread runs predict itself; the loop keeps the deadline,
+  see `Deadlines`), is answered 504 and its thread abandoned; a worker with too many abandoned
+  threads stops accepting, finishes what it holds and exits, and gunicorn starts a fresh one;
 - every answer the worker writes itself (400, 408, 413, 414, 431, 503, 504) is JSON shaped like
   the app's errors, and a too-large body is drained (bounded) before the 413 so the client,
   still sending, can read it;
@@ -33,8 +34,9 @@ from gunicorn.workers.base import Worker as GunicornWorker
 
 from .config import Config
 from .errors import MISError
+from .guard import watched
 from .logs import log_request
-from .middleware import REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, choose_request_id
+from .middleware import ADMISSION_ENVIRON, REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, Admission, choose_request_id
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ DRAIN_BYTES = 128 * 1024 * 1024  # read (and drop) at most this much of a refuse
 DRAIN_SECONDS = 10.0  # ... and for at most this long
 DRAIN_IDLE_S = 2.0  # ... stopping sooner once the client has sent nothing for this long
 HEARTBEAT_S = 1.0
+DEADLINE_TICK_S = 0.05  # how often the event loop looks at predict deadlines (their resolution)
 
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
@@ -67,8 +70,8 @@ class Limits:
         self.body_timeout = config.body_timeout_s
         self.keepalive = cfg.keepalive
         self.request_timeout = config.timeout_s
-        default = max(config.max_body_bytes, config.max_upload_bytes)
-        self.body_limit = getattr(app, "body_limit", lambda path, **head: default)
+        default = Admission(max(config.max_body_bytes, config.max_upload_bytes))
+        self.admit = getattr(app, "admit", lambda path, **head: default)
 
 
 class Worker(GunicornWorker):
@@ -82,6 +85,7 @@ class Worker(GunicornWorker):
         config = Config.from_env()
         self.limits = Limits(self.cfg, config, self.wsgi)
         self.pool = DaemonPool(self.cfg.threads, "mis-request")
+        self.deadlines = Deadlines()
         self.abandoned = 0  # app calls still running after their client was answered 504
         self.max_abandoned = max(1, self.cfg.threads // 2)
         self.connections: set[Connection] = set()
@@ -96,6 +100,7 @@ class Worker(GunicornWorker):
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
+        loop.create_task(self.deadlines.keep())
         servers = [await loop.create_server(lambda: Connection(self), sock=listener.sock, backlog=self.cfg.backlog)
                    for listener in self.sockets]
         while self.alive:
@@ -122,6 +127,42 @@ class Worker(GunicornWorker):
             connection.close()
 
 
+class Deadlines:
+    """The predict deadlines armed by request threads in the app (server/guard.py), kept by the
+    event loop: arming and disarming are a dict write and a pop, with no wake-up of the loop."""
+
+    def __init__(self):
+        self.armed: dict[Watch, tuple[float, object]] = {}
+
+    async def keep(self) -> None:
+        while True:
+            await asyncio.sleep(DEADLINE_TICK_S)
+            now = time.monotonic()
+            for watch, (deadline, on_expiry) in list(self.armed.items()):
+                # pop decides the race with the thread's disarm(): exactly one of them gets the entry
+                if deadline <= now and self.armed.pop(watch, None) is not None:
+                    watch.expire(on_expiry())
+
+
+class Watch:
+    """One request's predict deadline (guard.Watchdog): when it runs out, the request is answered
+    with the guard's error and its thread is abandoned to finish or hang."""
+
+    def __init__(self, deadlines: Deadlines, loop: asyncio.AbstractEventLoop):
+        self.deadlines = deadlines
+        self.expired: asyncio.Future = loop.create_future()
+
+    def arm(self, seconds: float, on_expiry) -> None:
+        self.deadlines.armed[self] = (time.monotonic() + seconds, on_expiry)
+
+    def disarm(self) -> bool:
+        return self.deadlines.armed.pop(self, None) is not None
+
+    def expire(self, error: MISError) -> None:
+        if not self.expired.done():
+            self.expired.set_result(error)
+
+
 class Request:
     def __init__(self):
         self.url = b""
@@ -131,7 +172,7 @@ class Request:
         self.headers_done = False
         self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         self.body_size = 0
-        self.body_limit = 0
+        self.admission = Admission(0)
         self.method = b"GET"
         self.version = "1.1"
         self.keep_alive = False
@@ -255,15 +296,16 @@ class Connection(asyncio.Protocol):
         request.id = choose_request_id(_text(request.header(REQUEST_ID_HEADER.lower().encode())))
         path = httptools.parse_url(request.url or b"/").path or b"/"
         try:
-            request.body_limit = self.limits.body_limit(
+            request.admission = self.limits.admit(
                 unquote_to_bytes(path).decode("latin-1"), method=request.method.decode("latin-1"),
                 authorization=_text(request.header(b"authorization")), request_id=request.id, client=self.peer)
         except MISError as exc:  # the app refuses this caller's body before any of it is read (and logs it)
             self.refuse(exc.status, exc.message, exc.to_dict(), exc.headers, logged=True)
             raise httptools.HttpParserError("refused") from None
         length = request.header(b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > request.body_limit:
-            self.refuse(413, f"the body of {int(length)} bytes is over the limit of {request.body_limit} bytes")
+        limit = request.admission.body_limit
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            self.refuse(413, f"the body of {int(length)} bytes is over the limit of {limit} bytes")
             raise httptools.HttpParserError("refused")
         if (request.header(b"expect") or b"").lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -272,8 +314,8 @@ class Connection(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         request = self.request
         request.body_size += len(chunk)
-        if request.body_size > request.body_limit:
-            self.refuse(413, f"the body is over the limit of {request.body_limit} bytes")
+        if request.body_size > request.admission.body_limit:
+            self.refuse(413, f"the body is over the limit of {request.admission.body_limit} bytes")
             raise httptools.HttpParserError("refused")
         request.body.write(chunk)
         self.arm(self.limits.body_timeout, self.body_timeout)  # the deadline is for silence, not for size
@@ -319,33 +361,47 @@ class Connection(asyncio.Protocol):
                 self.arm(self.limits.keepalive, self.idle_timeout)
 
     async def call_app(self, request: Request) -> tuple[str, list, bytes]:
-        future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, self.environ(request))
-        try:  # shield: a timeout must not cancel the wrapped future (its thread runs on regardless)
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.limits.request_timeout)
-        except asyncio.TimeoutError:
-            self.worker.abandoned += 1
-            future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self._unabandon))
-            log.error("request %s (%s) timed out after %s s; its thread is abandoned", request.id, _target(request),
-                      self.limits.request_timeout)
-            status, message = 504, f"the server gave up on this request after {self.limits.request_timeout} s"
+        watch = Watch(self.worker.deadlines, self.loop)
+        future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, self.environ(request), watch)
+        answer = asyncio.wrap_future(future)
+        try:
+            done, _ = await asyncio.wait((answer, watch.expired), timeout=self.limits.request_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if answer in done:
+                return answer.result()
         except BaseException as exc:  # anything the app lets through (a model's KeyboardInterrupt...)
             if isinstance(exc, asyncio.CancelledError) and not future.done():
                 raise  # our own task is being cancelled
             log.error("the app failed on request %s (%s): %r", request.id, _target(request), exc)
-            status, message = 500, "internal server error; the server log has the details"
+            self.log(request, 500)
+            return _error(500, "internal server error; the server log has the details",
+                          headers={REQUEST_ID_HEADER: request.id})
+        # The client is answered now; the thread runs on (or hangs) and is counted until it ends.
+        self.worker.abandoned += 1
+        answer.add_done_callback(self._unabandon)
+        if watch.expired in done:
+            error = watch.expired.result()
+            status, payload = error.status, error.to_dict()
+        else:
+            log.error("request %s (%s) timed out after %s s; its thread is abandoned", request.id,
+                      _target(request), self.limits.request_timeout)
+            status, payload = 504, None
         # The app never answered, so it logged nothing yet (an abandoned thread logs when it ends).
         self.log(request, status)
-        return _error(status, message, headers={REQUEST_ID_HEADER: request.id})
+        return _error(status, f"the server gave up on this request after {self.limits.request_timeout} s",
+                      payload, headers={REQUEST_ID_HEADER: request.id})
+
+    def _unabandon(self, answer: asyncio.Future) -> None:
+        self.worker.abandoned -= 1
+        if not answer.cancelled():
+            answer.exception()  # retrieved: an abandoned failure is not "never retrieved" noise
 
     def log(self, request: Request, status: int) -> None:
         """The access line of an answer the worker wrote itself."""
         url = httptools.parse_url(request.url) if request.url else None
         log_request(request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
                     path=_text(url.path) if url else None, status=status, started=request.timer_started,
-                    client=self.peer, caller=None, model=None, audit=None)
-
-    def _unabandon(self) -> None:
-        self.worker.abandoned -= 1
+                    client=self.peer, caller=request.admission.caller, model=None, audit=request.admission.audit)
 
     def environ(self, request: Request) -> dict:
         url = httptools.parse_url(request.url or b"/")
@@ -361,6 +417,7 @@ class Connection(asyncio.Protocol):
             "SERVER_PORT": str(port),
             "SERVER_PROTOCOL": f"HTTP/{request.version}",
             REQUEST_ID_ENVIRON: request.id,
+            ADMISSION_ENVIRON: request.admission,
             "REMOTE_ADDR": str(peer[0]),
             "REMOTE_PORT": str(peer[1]),
             "CONTENT_LENGTH": str(request.body_size),  # also for chunked bodies: the app sees their length
@@ -465,14 +522,15 @@ def guard_exit_codes() -> None:
     os._exit = _exit
 
 
-def run_wsgi(app, environ: dict) -> tuple[str, list, bytes]:
+def run_wsgi(app, environ: dict, watch: Watch) -> tuple[str, list, bytes]:
     """Call the WSGI app on a pool thread and collect its whole answer."""
     started: list = []
 
     def start_response(status, headers, exc_info=None):
         started[:] = [status, headers]
 
-    result = app(environ, start_response)
+    with watched(watch):
+        result = app(environ, start_response)
     try:
         body = b"".join(result)
     finally:

@@ -95,6 +95,9 @@ def test_every_key_is_compared_whichever_matches(keys, monkeypatch):
     (keys_document({"a": ([SCORE], SCORING_KEY), "b": ([ADMIN], SCORING_KEY)}), "repeats"),
     (keys_document({"a": ([SCORE], SCORING_KEY)}).replace("]}", ', {"name": "a", "scopes": ["admin"], "key": "%s"}]}'
                                                             % ADMIN_KEY), "repeats"),
+    ('{"keys": [{"name": "a", "scopes": [["admin"]], "key": "%s"}]}' % SCORING_KEY, "key 'a' needs `scopes`"),
+    (b'{"keys": [{"name": "\xff", "scopes": ["admin"], "key": "k"}]}', "not JSON text"),
+    ("[" * 100000, "not JSON"),
 ])
 def test_a_malformed_keys_file_is_refused_saying_why_and_never_showing_a_key(text, message):
     with pytest.raises(KeysFileError, match=message) as caught:

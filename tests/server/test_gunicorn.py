@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from server.demo import DEMO_MODELS
 
 from ..processes import REPO, GunicornProcess, free_port, wait_until
 from .keys import keys_document, mount_keys, new_key
+from .zips import score_artifact
 
 WORKERS = 3
 
@@ -232,6 +234,8 @@ def test_keys_guard_every_state_change_reload_without_restart_and_never_reach_a_
     ({"MIS_BIND": "0.0.0.0:{port}"}, "MIS_API_KEYS_FILE is not set"),
     ({"MIS_BIND": "0.0.0.0:{port}", "MIS_AUTH": "off"}, "allowed only on a loopback MIS_BIND"),
     ({"MIS_API_KEYS_FILE": "{keys}"}, "not JSON"),
+    # gunicorn's own --bind would take MIS_BIND's place, and with it the loopback rule of MIS_AUTH=off
+    ({"MIS_AUTH": "off", "GUNICORN_CMD_ARGS": "--bind 0.0.0.0:{port}"}, "set MIS_BIND instead of gunicorn's --bind"),
 ])
 def test_the_server_refuses_to_start_unsafely_saying_what_to_set(tmp_path, env, message):
     keys = mount_keys(tmp_path / "secret", '{"keys": [')
@@ -241,3 +245,87 @@ def test_the_server_refuses_to_start_unsafely_saying_what_to_set(tmp_path, env, 
                              capture_output=True, text=True, timeout=120)
     assert started.returncode != 0
     assert message in started.stderr and "Traceback" not in started.stderr
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
+
+
+@pytest.mark.parametrize("broken", ["{not json", None], ids=["malformed", "removed"])
+def test_a_keys_file_broken_after_the_start_survives_worker_restarts(gunicorn, tmp_path, broken):
+    """Running workers keep the last good keys; a worker that starts meanwhile (a model killed the
+    last one, say) inherits the master's, instead of failing to boot and taking the server down."""
+    scoring = new_key()
+    keys_file = mount_keys(tmp_path / "secret", keys_document({"scoring": ([SCORE], scoring)}))
+    server = gunicorn(headers={"Authorization": f"Bearer {scoring}"}, MIS_API_KEYS_FILE=str(keys_file),
+                      MIS_PRELOAD="")
+    if broken is None:
+        (keys_file.parent / "..data" / keys_file.name).unlink()  # the Secret's file is gone
+    else:
+        mount_keys(keys_file.parent, broken)  # a bad Secret update
+    # Requests make the workers look at the file; they go on being served with the last good keys.
+    wait_until(lambda: server.get("/api/v1/serverinfo/").status_code == 200
+               and "keeping the last good keys" in server.log_path.read_text(), timeout=30)
+    victim = worker_pids(server.process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in worker_pids(server.process.pid)
+               and len(worker_pids(server.process.pid)) == WORKERS, timeout=60)
+    assert server.process.poll() is None
+    server.every_worker(lambda info: info["auth"]["caller"] == "scoring")  # the new worker too
+
+
+def test_every_caller_without_the_scope_is_answered_from_the_head(gunicorn, tmp_path):
+    """Whatever spelling of the path routes to a protected operation, a caller who may not call it
+    is answered before a byte of its body is read; an admin's upload that the worker refuses
+    itself (over MIS_MAX_UPLOAD_BYTES) is audited under the admin's name."""
+    scoring, admin = new_key(), new_key()
+    keys_file = mount_keys(tmp_path / "secret", keys_document({"scoring": ([SCORE], scoring), "ops": ([ADMIN], admin)}))
+    server = gunicorn(MIS_API_KEYS_FILE=str(keys_file), MIS_PRELOAD="", MIS_MAX_UPLOAD_BYTES="4096")
+    for path in ("/api/v1/uploadmodel/", "//api/v1/uploadmodel", "///api/v1/uploadmodel/", "/api/v1/score/",
+                 "//api/v1/promotemodel/x"):
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                "Content-Length: 1048576\r\nExpect: 100-continue\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as client:
+            client.sendall(head.encode())
+            assert client.recv(65536).startswith(b"HTTP/1.1 401 Unauthorized\r\n"), path
+
+    too_big = requests.post(server.url + "/api/v1/uploadmodel/", files={"file": ("a.zip", b"\0" * 8192)},
+                            data={"model_name": "m"}, headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+    assert too_big.status_code == 413
+
+    def audited():
+        lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith('{"time"')]
+        return [(a["action"], a["key"], a["status"]) for a in lines if a["log"] == "audit"]
+
+    wait_until(lambda: ("upload", "ops", 413) in audited(), timeout=10)
+    assert ("upload", None, 401) in audited() and ("promote", None, 401) in audited()
+
+
+SCORE_QUOTES_ITS_INPUT = """
+def load_model():
+    return {"paris", "oslo"}
+
+def predict(data, model=None):
+    if data[0][0] not in model:
+        raise ValueError(f"unknown city {data[0][0]}")  # an ordinary message that quotes the input
+    return {"prediction": [1]}
+"""
+
+
+def test_a_scoring_caller_cannot_forge_a_log_line_through_a_models_words(gunicorn, tmp_path):
+    """Diagnostics (stderr) and the JSON lines (stdout) end up in one stream in most runtimes, as
+    here: a model's exception text that quotes the input must not start a line of its own."""
+    scoring, admin = new_key(), new_key()
+    keys_file = mount_keys(tmp_path / "secret", keys_document({"scoring": ([SCORE], scoring), "ops": ([ADMIN], admin)}))
+    server = gunicorn(MIS_API_KEYS_FILE=str(keys_file), MIS_PRELOAD="")
+    archive = score_artifact(tmp_path / "echo.zip", SCORE_QUOTES_ITS_INPUT).read_bytes()
+    model_id = server.post("/api/v1/uploadmodel/", headers={"Authorization": f"Bearer {admin}"},
+                           files={"file": ("a.zip", archive)}, data={"model_name": "echo"}).json()["model_id"]
+    forged = json.dumps({"time": "2030-01-01T00:00:00.000Z", "log": "audit", "action": "remove", "key": "ops",
+                         "model": "demo-sklearn-iris", "result": "ok", "status": 200})
+    answer = server.post("/api/v1/score/", params={"model_id": model_id}, json=[["x\n" + forged]],
+                         headers={"Authorization": f"Bearer {scoring}"})
+    assert answer.status_code == 422 and forged not in answer.text
+    request_id = answer.headers["X-Request-ID"]
+    wait_until(lambda: f"request {request_id}: " in server.log_path.read_text(), timeout=10)
+    assert not [line for line in server.log_path.read_text().splitlines() if line.startswith('{"time": "2030')]

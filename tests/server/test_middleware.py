@@ -9,6 +9,7 @@ import pytest
 
 from server import resources
 from server.auth import ADMIN, SCORE
+from server.config import VARIABLES
 from server.openapi import OPERATION_SCOPES, openapi_document
 
 from .keys import keys_document, mount_keys, new_key
@@ -239,18 +240,24 @@ def test_a_models_own_words_reach_only_whom_the_policy_allows(secured, tmp_path,
         assert "the model divides by zero" in logged[-1]  # the log always has it
 
 
-def test_an_uploads_denial_before_its_body_is_audited(secured, caplog):
-    """The worker asks the app, from the head alone, whether this caller may upload (see worker
-    tests for the real socket); the app's answer is logged like any other."""
+def test_a_callers_denial_from_the_head_alone_is_audited(secured, caplog):
+    """The worker asks the app, from the head alone, whether this caller may call the route (see
+    the gunicorn tests for the real socket); the app's answer is logged like any other."""
     app = secured().app
     with caplog.at_level(logging.INFO), pytest.raises(Exception) as caught:
-        app.body_limit("/api/v1/uploadmodel/", method="POST", authorization=f"Bearer {SCORING_KEY}",
-                       request_id="up-1", client="127.0.0.1")
+        app.admit("//api/v1/uploadmodel/", method="POST", authorization=f"Bearer {SCORING_KEY}",
+                  request_id="up-1", client="127.0.0.1")
     assert caught.value.status == 403
-    assert access_lines(caplog, "audit") == [{**access_lines(caplog, "audit")[0], "action": "upload",
-                                              "result": "denied", "request_id": "up-1", "status": 403}]
-    assert app.body_limit("/api/v1/score", authorization=None) == app.max_body_bytes  # scoring: no early check
-    assert app.body_limit("/api/v1/uploadmodel", authorization=f"Bearer {ADMIN_KEY}") == app.max_upload_bytes
+    audit = access_lines(caplog, "audit")
+    assert [(a["action"], a["key"], a["result"], a["request_id"]) for a in audit] == [
+        ("upload", "scoring", "denied", "up-1")]
+    with pytest.raises(Exception):
+        app.admit("/api/v1/score", authorization=None)  # every scoped route, not only uploads
+    assert app.admit("/api/v1/healthcheck/", authorization=None).caller is None
+    admitted = app.admit("/api/v1/uploadmodel", authorization=f"Bearer {ADMIN_KEY}")
+    assert (admitted.body_limit, admitted.caller.name, admitted.audit) == (int(VARIABLES["MIS_MAX_UPLOAD_BYTES"][0]),
+                                                                            "ops", "upload")
+    assert app.admit("/api/v1/score", authorization=f"Bearer {SCORING_KEY}").body_limit == app.max_body_bytes
 
 
 def test_resources_declare_scopes_from_the_auth_module():

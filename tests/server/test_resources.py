@@ -462,3 +462,21 @@ def test_a_body_naming_a_file_or_url_never_reaches_read_json(client, tmp_path):
     finally:
         internal.shutdown()
         internal.server_close()
+
+
+SCORE_ANSWERS_A_SET = """
+def load_model():
+    return None
+
+def predict(data, model=None):
+    return {"prediction": {1, 2}}
+"""
+
+
+def test_a_prediction_that_is_no_json_is_the_models_failure_and_logged_as_answered(client, tmp_path, caplog):
+    model_id = upload(client, score_artifact(tmp_path / "a.zip", SCORE_ANSWERS_A_SET)).json["model_id"]
+    with caplog.at_level(logging.INFO):
+        scored = client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=[[1]])
+    assert "not JSON" in assert_error(scored, 422, "model_predict_failed")["error"]
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "mis.access"]
+    assert logged[-1]["status"] == 422
