@@ -18,6 +18,7 @@ from server.guard import (
     inflight_dir,
     make_inflight_dir,
     models_in_flight,
+    watched,
 )
 
 
@@ -142,3 +143,70 @@ def test_a_predict_that_finishes_late_does_not_recycle(release):
     with pytest.raises(PredictTimeout):
         guard.run("slow-model", lambda: release.wait(0.3))
     assert not recycled.wait(1)
+
+
+class ClockInHand:
+    """A Watchdog whose clock the test runs out by hand (the worker's event loop does it for real)."""
+
+    def __init__(self):
+        self.armed = None
+
+    def arm(self, seconds, on_expiry):
+        self.armed = on_expiry
+
+    def disarm(self):
+        armed, self.armed = self.armed, None
+        return armed is not None
+
+    def run_out(self):
+        on_expiry, self.armed = self.armed, None
+        return on_expiry()
+
+
+def test_under_a_watchdog_predict_runs_on_the_callers_thread_and_a_missed_deadline_strikes_once(release):
+    guard = PredictGuard(timeout_s=0.2, threads=4, output_bytes=100, recycle_after_s=60)
+    clock, struck, threads = ClockInHand(), [], []
+
+    def predict():
+        threads.append(threading.current_thread())
+        release.wait()
+        return "late"
+
+    with watched(clock):
+        assert guard.run("fast", lambda: threading.current_thread()) is threading.current_thread()
+        assert clock.armed is None  # disarmed when predict returned
+
+    result = []
+    caller = threading.Thread(target=lambda: watched_run(guard, clock, predict, struck, result))
+    caller.start()
+    wait_for(lambda: clock.armed is not None)
+    error = clock.run_out()  # what the worker answers the client with
+    assert isinstance(error, PredictTimeout) and error.details["model_id"] == "slow" and guard.stuck == 1
+    wait_for(lambda: struck == ["slow"])  # the strike runs off the caller's thread, once
+    release.set()
+    caller.join(5)
+    assert result == ["late"] and threads == [caller] and guard.stuck == 0 and struck == ["slow"]
+
+
+def watched_run(guard, clock, predict, struck, result):
+    with watched(clock):
+        result.append(guard.run("slow", predict, on_timeout=lambda: struck.append("slow")))
+
+
+def wait_for(condition, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("condition not met")
+
+
+def test_a_model_raising_timeout_error_itself_is_no_timeout():
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=100, recycle_after_s=60)
+
+    def predict():
+        raise TimeoutError("the model's own")
+
+    with pytest.raises(TimeoutError, match="the model's own"):
+        guard.run("m", predict, on_timeout=lambda: pytest.fail("struck"))
+    assert guard.stuck == 0
