@@ -1,11 +1,12 @@
 """gunicorn settings, all derived from the MIS_* variables (server/config.py)."""
 
+import gc
 import os
 import shutil
 import subprocess
 import sys
 
-from server.app import blame_dead_worker, build_master_gate
+from server.app import blame_dead_worker, build_master_gate, build_registry
 from server.auth import KeysFileError
 from server.config import Config, ConfigError
 from server.guard import inflight_dir, make_inflight_dir
@@ -54,6 +55,15 @@ def on_starting(server):
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)
+    # One copy of each configured model for all workers: loaded here, inherited by every fork.
+    try:
+        registry = build_registry(_config)
+        registry.preopen(_config.preload if _config.preload is not None else list(registry.all_catalog_ids()))
+    except Exception as exc:  # the workers load what they need themselves and report what fails
+        server.log.warning("no model was loaded before the fork: %r", exc)
+    # Objects that exist now are never collected in the workers: the collector's bookkeeping would
+    # otherwise write to (and so copy) every page they share with the master.
+    gc.freeze()
 
 
 def pre_fork(server, worker):

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .guard import PredictGuard, captured_output
 from .logs import audit_server_change
-from .runtimes import Runtime, open_runtime
+from .runtimes import Runtime, open_runtime, preopen
 from .store import LocalStore
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,18 @@ class Registry:
             if upload is not None:
                 self.store.delete_upload(model_id)
             self.store.discard_unpacked(model_id)
+
+    def preopen(self, model_ids: Iterable[str]) -> None:
+        """In the gunicorn master: load these models (and whatever the store says is loaded) once,
+        for every worker to inherit. A model that fails here is only logged: each worker's warmup
+        tries it again and reports it."""
+        for model_id in dict.fromkeys([*model_ids, *sorted(self.store.loaded_ids())]):
+            try:
+                info = self.describe(model_id)
+                with captured_output(info.id, self.guard.output_bytes, "load"):
+                    preopen(info.id, self._local_artifact(info))
+            except Exception as exc:  # foreign code; the workers will say what went wrong
+                log.warning("model %s was not loaded before the fork: %r", model_id, exc)
 
     def _open(self, info: ModelInfo) -> LoadedModel:
         try:

@@ -43,7 +43,33 @@ class Runtime(Protocol):
     def close(self) -> None: ...
 
 
+# Runtimes the gunicorn master opened before forking (`preopen`): each worker takes its inherited
+# copy instead of loading the model again, so the model's memory is one copy shared by every worker
+# (copy-on-write), not one per worker. Keyed by what was opened, so a changed artifact is reopened.
+_preopened: dict[tuple, Runtime] = {}
+
+
+def _opened_key(model_id: str, path: Path) -> tuple:
+    stat = path.stat()
+    return model_id, str(path), stat.st_mtime_ns, stat.st_ino
+
+
+def preopen(model_id: str, path: Path) -> None:
+    """In the master, before the fork: load, never predict (a model's thread pools, OpenMP's
+    above all, do not survive a fork)."""
+    _preopened[_opened_key(model_id, path)] = _open(model_id, path)
+
+
 def open_runtime(model_id: str, path: Path) -> Runtime:
+    """The master's preopened runtime for this artifact when there is one, else a fresh one."""
+    with contextlib.suppress(OSError):
+        runtime = _preopened.pop(_opened_key(model_id, path), None)
+        if runtime is not None:
+            return runtime
+    return _open(model_id, path)
+
+
+def _open(model_id: str, path: Path) -> Runtime:
     """Pick the adapter from what is on disk: an unpacked artifact directory or a native model file."""
     if path.is_dir():
         return ScoreModuleRuntime(model_id, path)

@@ -329,3 +329,27 @@ def test_a_scoring_caller_cannot_forge_a_log_line_through_a_models_words(gunicor
     request_id = answer.headers["X-Request-ID"]
     wait_until(lambda: f"request {request_id}: " in server.log_path.read_text(), timeout=10)
     assert not [line for line in server.log_path.read_text().splitlines() if line.startswith('{"time": "2030')]
+
+
+SCORE_COUNTS_ITS_LOADS = """
+import os
+
+def load_model():
+    with open(os.environ["MIS_TEST_LOADS_FILE"], "a") as loads:
+        loads.write(f"{os.getpid()}\\n")
+    return 7
+
+def predict(data, model=None):
+    return {"prediction": [model for _ in data]}
+"""
+
+
+def test_configured_models_are_loaded_once_in_the_master_and_shared_by_every_worker(gunicorn, tmp_path):
+    catalog = tmp_path / "data" / "catalog" / "counted"
+    catalog.mkdir(parents=True)
+    score_artifact(catalog / "artifact.zip", SCORE_COUNTS_ITS_LOADS)
+    (catalog / "metadata.json").write_text(json.dumps({"id": "counted", "name": "counted", "artifact": "artifact.zip"}))
+    loads = tmp_path / "loads.txt"
+    server = gunicorn(MIS_PRELOAD="counted", MIS_DEMO_MODELS="false", MIS_TEST_LOADS_FILE=str(loads))
+    server.every_worker(lambda info: score(server, "counted", [[1]]).json()["prediction"] == [7])
+    assert loads.read_text().split() == [str(server.process.pid)]  # the master's load, inherited
