@@ -43,6 +43,8 @@ def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=N
         quarantine_strikes=config.quarantine_strikes,
         quarantine_window_s=config.quarantine_window_s,
         upload_envs=config.upload_envs,
+        max_in_memory=config.max_loaded_models,
+        pinned=frozenset(config.preload or ()),
     )
 
 

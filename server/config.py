@@ -29,6 +29,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MIS_CATALOG": ("local", "Where model metadata and artifacts come from: `local` (the embedded directory catalog)."),
     "MIS_DEMO_MODELS": ("true", "Build the demo models into an empty local catalog on first start."),
     "MIS_PRELOAD": ("all", "Models to load at start: `all` catalog models, none (empty), or comma-separated ids."),
+    "MIS_MAX_LOADED_MODELS": ("0", "Most models one worker keeps in memory (0: no limit). Beyond it the least recently used is unloaded there, stays loaded for the server, and is loaded again by its next request. Models named in MIS_PRELOAD are never unloaded."),
     "MIS_METADATA_TTL_S": ("30", "Longest time a loaded model's catalog metadata (its `env`) is trusted before re-reading."),
     "MIS_MAX_BODY_BYTES": (str(10 * MiB), "Largest accepted scoring request body."),
     "MIS_MAX_UPLOAD_BYTES": (str(512 * MiB), "Largest accepted upload request body."),
@@ -68,6 +69,7 @@ class Config:
     demo_models: bool
     preload: tuple[str, ...] | None  # None: every catalog model
     metadata_ttl_s: float
+    max_loaded_models: int  # per worker; 0: no limit
     max_body_bytes: int
     max_upload_bytes: int
     max_artifact_bytes: int
@@ -121,6 +123,7 @@ class Config:
             demo_models=_flag(get, "MIS_DEMO_MODELS"),
             preload=None if preload.lower() == "all" else tuple(i.strip() for i in preload.split(",") if i.strip()),
             metadata_ttl_s=_number(get, "MIS_METADATA_TTL_S", float, minimum=0),
+            max_loaded_models=_number(get, "MIS_MAX_LOADED_MODELS", int, minimum=0),
             max_body_bytes=_number(get, "MIS_MAX_BODY_BYTES", int, minimum=1),
             max_upload_bytes=_number(get, "MIS_MAX_UPLOAD_BYTES", int, minimum=1),
             max_artifact_bytes=_number(get, "MIS_MAX_ARTIFACT_BYTES", int, minimum=1),

@@ -178,7 +178,11 @@ def _schemas() -> Schema:
         {
             "predict_ms": {"type": "number", "minimum": 0, "description": "Time in predict()."},
             "total_ms": {"type": "number", "minimum": 0, "description": "Time in the server."},
-        }
+            "load_ms": {"type": "number", "minimum": 0,
+                        "description": "Only when this worker had unloaded the model (MIS_MAX_LOADED_MODELS) and "
+                                       "loaded it again for this request: the load time."},
+        },
+        required=["predict_ms", "total_ms"],
     )
     score_response = _object(
         {
@@ -218,6 +222,13 @@ def _schemas() -> Schema:
             "catalog": _string(enum=["local", "oci"]),
             "uptime_s": {"type": "number", "minimum": 0},
             "models": {"type": "array", "items": _ref("ModelStats")},
+            "memory": _object({
+                "max_models": _nullable({"type": "integer", "description": "MIS_MAX_LOADED_MODELS, or null."}),
+                "in_memory": {"type": "integer", "description": "Models in this worker's memory."},
+                "unloaded_here": {"type": "array", "items": _string(),
+                                  "description": "Loaded models this worker unloaded to stay within the limit."},
+                "evictions": {"type": "integer", "description": "Unloads for the limit since the worker started."},
+            }),
         }
     )
     error = _object(

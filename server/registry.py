@@ -9,11 +9,13 @@ next request.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
@@ -75,12 +77,14 @@ class Prediction:
     model_version: str
     prediction: Any
     predict_ms: float
+    load_ms: float = 0.0  # this worker had unloaded the model and loaded it again for this request
 
 
 class Registry:
     def __init__(self, catalog: Catalog, store: LocalStore, guard: PredictGuard, *, env: str | None,
                  metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float,
-                 upload_envs: frozenset[str] | None = None):
+                 upload_envs: frozenset[str] | None = None, max_in_memory: int = 0,
+                 pinned: frozenset[str] = frozenset()):
         self.catalog = catalog
         self.store = store
         self.guard = guard
@@ -90,7 +94,14 @@ class Registry:
         self.quarantine_strikes = quarantine_strikes
         self.quarantine_window_s = quarantine_window_s
         self.upload_envs = upload_envs  # None: an upload may claim any env
-        self._models: dict[str, LoadedModel] = {}
+        self.max_in_memory = max_in_memory  # 0: no limit
+        self.pinned = pinned  # never unloaded to make room
+        # Loaded models in this worker's memory, least recently used first. Loaded models beyond
+        # max_in_memory are unloaded here (`_evicted`) yet stay loaded for the server: the next
+        # request for one loads it again (ModelMesh's idea), paying the load time once.
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._evicted: set[str] = set()
+        self.evictions = 0
         self._quarantined: dict[str, str] = {}  # model id -> why, as every worker sees it
         self._lock = threading.RLock()
         self._signature: object = object()  # never equal to a real signature: first call reconciles
@@ -106,9 +117,10 @@ class Registry:
             wanted = self.store.loaded_ids()
             for model_id in set(self._models) - wanted:
                 self._models.pop(model_id).runtime.close()
-            for model_id in sorted(wanted - set(self._models)):
+            self._evicted &= wanted
+            for model_id in sorted(wanted - set(self._models) - self._evicted):
                 try:
-                    self._models[model_id] = self._open(self.describe(model_id))
+                    self._keep(model_id, self._open(self.describe(model_id)))
                 except MISError as exc:
                     log.error("model %s is loaded elsewhere but failed here: %s", model_id, exc.message)
             self._quarantined = self.store.quarantined()
@@ -121,9 +133,9 @@ class Registry:
         return self.store.get_upload(model_id) or self.catalog.get(model_id)
 
     def loaded_ids(self) -> set[str]:
-        """Models loaded in this worker, once it has caught up with the shared state."""
+        """Models loaded (in memory here or not), once this worker has caught up with the shared state."""
         self.sync()
-        return set(self._models)
+        return set(self._models) | self._evicted
 
     def list_models(self, compartment_id: str | None, project_id: str | None, limit: int,
                     page: str | None) -> tuple[list[ModelInfo], str | None]:
@@ -167,7 +179,7 @@ class Registry:
             except BaseException:
                 loaded.runtime.close()  # not recorded (a full or read-only store): not loaded here either
                 raise
-            self._models[model_id] = loaded
+            self._keep(model_id, loaded)
             return "loaded", 1000 * (time.perf_counter() - started)
 
     def receive(self, stream: BinaryIO) -> Path:
@@ -202,7 +214,7 @@ class Registry:
             self.store.save_upload(info, staged)
             with self._lock:
                 self.store.mark_loaded(model_id)  # from here on every worker loads it
-                self._models[model_id] = loaded
+                self._keep(model_id, loaded)
         except BaseException:
             if loaded is not None:
                 loaded.runtime.close()
@@ -236,9 +248,10 @@ class Registry:
         self.sync()
         with self._lock:
             upload = self.store.get_upload(model_id)
-            if model_id not in self._models and upload is None and model_id not in self.store.loaded_ids():
+            if model_id not in self.loaded_ids() and upload is None and model_id not in self.store.loaded_ids():
                 raise ModelNotLoaded(f"model {model_id!r} is neither loaded nor uploaded", model_id=model_id)
             self.store.mark_removed(model_id)
+            self._evicted.discard(model_id)
             if model_id in self._models:
                 self._models.pop(model_id).runtime.close()
             if upload is not None:
@@ -275,9 +288,44 @@ class Registry:
 
     # -- scoring ---------------------------------------------------------------------------
 
+    def _keep(self, model_id: str, loaded: LoadedModel) -> None:
+        """Hold a freshly opened model (the most recently used), unloading the least recently used
+        unpinned others while over the budget. The caller holds the lock."""
+        self._models[model_id] = loaded
+        self._evicted.discard(model_id)
+        while self.max_in_memory and len(self._models) > self.max_in_memory:
+            victim = next((m for m in self._models if m != model_id and m not in self.pinned), None)
+            if victim is None:
+                return  # all pinned: the budget gives way to the configuration
+            self._models.pop(victim).runtime.close()
+            self._evicted.add(victim)
+            self.evictions += 1
+            log.info("model %s unloaded from this worker to stay within %d models", victim, self.max_in_memory)
+
+    def _in_memory(self, model_id: str) -> tuple[LoadedModel | None, float]:
+        """The model, loaded again first if this worker had unloaded it (with the load time, ms)."""
+        loaded = self._models.get(model_id)
+        if loaded is not None:
+            with contextlib.suppress(KeyError):  # removed meanwhile by another thread
+                self._models.move_to_end(model_id)
+            return loaded, 0.0
+        if model_id not in self._evicted:
+            return None, 0.0
+        with self._lock:
+            if model_id in self._models:  # another thread brought it back meanwhile
+                return self._models[model_id], 0.0
+            started = time.perf_counter()
+            loaded = self._open(self.describe(model_id))
+            self._keep(model_id, loaded)
+            return loaded, 1000 * (time.perf_counter() - started)
+
+    def memory_stats(self) -> dict:
+        return {"max_models": self.max_in_memory or None, "in_memory": len(self._models),
+                "unloaded_here": sorted(self._evicted), "evictions": self.evictions}
+
     def score(self, model_id: str, payload: Any) -> Prediction:
         self.sync()
-        loaded = self._models.get(model_id)
+        loaded, load_ms = self._in_memory(model_id)
         if loaded is None:
             self.describe(model_id)  # unknown model: 404 model_not_found
             raise ModelNotLoaded(
@@ -308,7 +356,7 @@ class Registry:
         elapsed = time.perf_counter() - started
         loaded.requests += 1
         loaded.predict_seconds += elapsed
-        return Prediction(model_id, loaded.info.version, prediction, 1000 * elapsed)
+        return Prediction(model_id, loaded.info.version, prediction, 1000 * elapsed, load_ms)
 
     def _check_env(self, loaded: LoadedModel) -> None:
         if self.env is None:

@@ -202,6 +202,8 @@ class Score:
             "timing": {"predict_ms": round(result.predict_ms, 3),
                        "total_ms": round(1000 * (time.perf_counter() - started), 3)},
         }
+        if result.load_ms:  # this worker had unloaded the model to stay within MIS_MAX_LOADED_MODELS
+            answer["timing"]["load_ms"] = round(result.load_ms, 3)
         try:  # here, not after the responder: a prediction that is no JSON is the model's failure, answered so
             resp.data = to_json(answer)
         except TypeError as exc:  # orjson.JSONEncodeError is one
@@ -232,6 +234,7 @@ class ServerInfo:
             "catalog": self.registry.catalog.kind,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "models": self.registry.loaded_stats(),
+            "memory": self.registry.memory_stats(),
         }
 
 

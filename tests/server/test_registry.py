@@ -145,3 +145,25 @@ def test_listing_pages_through_uploads_then_the_catalog(workers, tmp_path):
     for bad in ("garbage", "WyJ4Il0=", "WyJ1cGxvYWQiLCAiLTEiXQ=="):
         with pytest.raises(InvalidPage):
             first.list_models(None, None, 2, bad)
+
+
+def test_a_worker_keeps_at_most_its_budget_in_memory_and_reloads_on_demand(make_config, tmp_path):
+    from server.app import build_registry
+
+    registry = build_registry(make_config(MIS_MAX_LOADED_MODELS="2", MIS_PRELOAD="demo-sklearn-iris"))
+    cancer, wine = "demo-xgboost-breast-cancer", "demo-lightgbm-wine"
+    for model_id in (IRIS, cancer, wine):
+        registry.load(model_id)
+    # iris is pinned (named in MIS_PRELOAD): the least recently used of the others made room.
+    assert registry.memory_stats() == {"max_models": 2, "in_memory": 2, "unloaded_here": [cancer], "evictions": 1}
+    assert registry.loaded_ids() == {IRIS, cancer, wine}  # still loaded for the server
+    row = [[17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871, 1.095, 0.9053, 8.589,
+            153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003, 0.006193, 25.38, 17.33, 184.6, 2019.0, 0.1622,
+            0.6656, 0.7119, 0.2654, 0.4601, 0.1189]]
+    reloaded = registry.score(cancer, row)
+    assert reloaded.load_ms > 0 and registry.memory_stats()["unloaded_here"] == [wine]
+    again = registry.score(cancer, row)
+    assert again.load_ms == 0 and again.prediction == reloaded.prediction
+    assert registry.score(IRIS, [SETOSA]).load_ms == 0  # never unloaded
+    registry.remove(wine)
+    assert registry.memory_stats()["unloaded_here"] == [] and wine not in registry.loaded_ids()

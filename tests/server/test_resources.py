@@ -480,3 +480,14 @@ def test_a_prediction_that_is_no_json_is_the_models_failure_and_logged_as_answer
     assert "not JSON" in assert_error(scored, 422, "model_predict_failed")["error"]
     logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "mis.access"]
     assert logged[-1]["status"] == 422
+
+
+def test_a_model_loaded_again_for_a_request_says_so_in_its_timing(make_client):
+    client = make_client(MIS_MAX_LOADED_MODELS="1")
+    for model_id in (IRIS, "demo-lightgbm-wine"):
+        assert client.simulate_post(f"/api/v1/loadmodel/{model_id}").status_code == 200
+    first = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]).json
+    second = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, json=[SETOSA]).json
+    assert first["timing"]["load_ms"] > 0 and "load_ms" not in second["timing"]
+    memory = client.simulate_get("/api/v1/serverinfo/").json["memory"]
+    assert memory == {"max_models": 1, "in_memory": 1, "unloaded_here": ["demo-lightgbm-wine"], "evictions": 2}
