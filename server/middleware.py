@@ -9,9 +9,9 @@ audited.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 from dataclasses import dataclass
 
@@ -38,7 +38,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's own id is ke
 
 
 def choose_request_id(header: str | None) -> str:
-    return header if header and _REQUEST_ID.match(header) else uuid.uuid4().hex
+    return header if header and _REQUEST_ID.match(header) else os.urandom(16).hex()
 
 
 class Observe:

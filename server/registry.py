@@ -274,6 +274,7 @@ class Registry:
         try:
             with captured_output(info.id, self.guard.output_bytes, "load"):
                 runtime = open_runtime(info.id, self._local_artifact(info))
+                runtime.prepare()
         except MISError:
             raise
         except BaseException as exc:  # foreign code: any failure is the model's, even KeyboardInterrupt

@@ -23,12 +23,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
 import pandas.io.common as pandas_io  # what read_json opens rather than parses
 
+from . import fastpaths
 from .errors import InvalidInput
 
 _module_numbers = itertools.count()
@@ -39,6 +40,9 @@ class Runtime(Protocol):
     feature_names: list[str] | None
 
     def predict(self, payload: Any) -> Any: ...
+
+    def prepare(self) -> None:
+        """Get ready to predict in this process (after a fork): compile fast paths and the like."""
 
     def close(self) -> None: ...
 
@@ -292,6 +296,9 @@ class ScoreModuleRuntime:
             return payload
         return {**payload, "data": data} if isinstance(payload, dict) and "data" in payload else data
 
+    def prepare(self) -> None:
+        pass  # the artifact's score.py is foreign code: it predicts as it was written
+
     def close(self) -> None:
         sys.modules.pop(self.module_name, None)
 
@@ -349,9 +356,17 @@ class SklearnRuntime:
         self.n_features = getattr(self._model, "n_features_in_", None)
         names = getattr(self._model, "feature_names_in_", None)  # set when fitted on a DataFrame
         self.feature_names = None if names is None else [str(name) for name in names]
+        self._fast: Callable | None = None
+
+    def prepare(self) -> None:
+        """In the process that will predict (compiling checks itself by predicting; the gunicorn
+        master only loads): the exact fast path, when the model has one."""
+        self._fast = fastpaths.compile_sklearn(self._model)
 
     def predict(self, payload: Any) -> list:
         matrix = _native_matrix(payload, self)
+        if self._fast is not None:
+            return self._fast(matrix).tolist()
         if self.feature_names is not None:  # fitted on a DataFrame: else scikit-learn warns on every call
             matrix = pd.DataFrame(matrix, columns=self.feature_names)
         return self._model.predict(matrix).tolist()
@@ -369,7 +384,18 @@ class _BoosterRuntime:
     binary_threshold: float | None = None
     multiclass: bool = False
 
-    def scores(self, matrix: np.ndarray) -> np.ndarray: ...
+    _fast: Callable | None = None
+
+    def library_scores(self, matrix: np.ndarray) -> np.ndarray: ...
+
+    def compile(self) -> Callable | None: ...
+
+    def prepare(self) -> None:
+        """See SklearnRuntime.prepare."""
+        self._fast = self.compile()
+
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        return self._fast(matrix) if self._fast is not None else self.library_scores(matrix)
 
     def predict(self, payload: Any) -> list:
         scores = self.scores(_native_matrix(payload, self))
@@ -396,8 +422,11 @@ class XGBoostRuntime(_BoosterRuntime):
         self.binary_threshold = {"binary:logistic": 0.5, "binary:logitraw": 0.0}.get(objective)
         self.multiclass = objective == "multi:softprob"
 
-    def scores(self, matrix: np.ndarray) -> np.ndarray:
+    def library_scores(self, matrix: np.ndarray) -> np.ndarray:
         return self._booster.inplace_predict(matrix)
+
+    def compile(self) -> Callable | None:
+        return fastpaths.compile_booster_xgboost(self._booster)
 
 
 class LightGBMRuntime(_BoosterRuntime):
@@ -413,5 +442,8 @@ class LightGBMRuntime(_BoosterRuntime):
         self.binary_threshold = 0.5 if objective in ("binary", "cross_entropy") else None
         self.multiclass = objective in ("multiclass", "softmax", "multiclassova")
 
-    def scores(self, matrix: np.ndarray) -> np.ndarray:
+    def library_scores(self, matrix: np.ndarray) -> np.ndarray:
         return self._booster.predict(matrix)
+
+    def compile(self) -> Callable | None:
+        return fastpaths.compile_booster_lightgbm(self._booster)

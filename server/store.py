@@ -69,6 +69,7 @@ class LocalStore:
         self.tmp = root / "tmp"
         self.state_file = root / "state.json"
         self.quarantine_file = root / "quarantine.json"
+        self._state_path, self._quarantine_path = str(self.state_file), str(self.quarantine_file)  # stat()ed per request
         try:
             self._make_layout()
         except OSError as exc:
@@ -196,9 +197,13 @@ class LocalStore:
     # -- shared state ----------------------------------------------------------------------
 
     def state_signature(self) -> tuple:
-        """Changes whenever state.json or quarantine.json is replaced: a worker then reconciles."""
-        with self._io("read the model state"):
-            return _file_signature(self.state_file), _file_signature(self.quarantine_file)
+        """Changes whenever state.json or quarantine.json is replaced: a worker then reconciles.
+        Every request asks, so the common case is two plain stat() calls."""
+        try:
+            return _file_signature(self._state_path), _file_signature(self._quarantine_path)
+        except OSError:
+            with self._io("read the model state"):
+                raise
 
     def loaded_ids(self) -> frozenset[str]:
         with self._io("read the model state"):
@@ -357,9 +362,9 @@ def _flock_within(lock, timeout_s: float) -> None:
             time.sleep(0.01)
 
 
-def _file_signature(path: Path) -> tuple | None:
+def _file_signature(path: str) -> tuple | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -169,6 +169,9 @@ def test_sklearn_joblib_matches_the_estimator(tmp_path, iris):
     assert runtime.predict(X.tolist()) == model.predict(X).tolist()
     assert runtime.predict(X[0].tolist()) == model.predict(X[:1]).tolist()  # one row
     assert runtime.predict({"data": X[:3].tolist()}) == model.predict(X[:3]).tolist()
+    runtime.prepare()  # the exact fast path (server/fastpaths.py) from here on
+    assert runtime._fast is not None
+    assert [runtime.predict(row) for row in X.tolist()] == [[label] for label in model.predict(X).tolist()]
 
 
 @pytest.mark.parametrize("make_model, dataset", [
@@ -183,6 +186,9 @@ def test_xgboost_booster_gives_the_wrappers_predictions(tmp_path, make_model, da
     runtime = open_runtime("m", tmp_path / "model.json")
     assert isinstance(runtime, XGBoostRuntime) and runtime.n_features == X.shape[1]
     np.testing.assert_array_equal(runtime.predict(X.tolist()), model.predict(X))
+    runtime.prepare()
+    assert runtime._fast is not None
+    np.testing.assert_array_equal([runtime.predict(row)[0] for row in X.tolist()], model.predict(X))
 
 
 @pytest.mark.parametrize("make_model, dataset", [
@@ -197,6 +203,9 @@ def test_lightgbm_booster_gives_the_wrappers_predictions(tmp_path, make_model, d
     runtime = open_runtime("m", tmp_path / "model.txt")
     assert isinstance(runtime, LightGBMRuntime) and runtime.n_features == X.shape[1]
     np.testing.assert_array_equal(runtime.predict(X.tolist()), model.predict(X))
+    runtime.prepare()
+    assert runtime._fast is not None
+    np.testing.assert_array_equal([runtime.predict(row)[0] for row in X.tolist()], model.predict(X))
 
 @pytest.mark.parametrize("framework", ["xgboost", "lightgbm"])
 def test_booster_labels_match_the_wrapper_around_the_binary_threshold(tmp_path, framework):
