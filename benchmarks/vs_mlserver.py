@@ -10,7 +10,8 @@ own virtual environment, --venv; about a minute), checks that both answer what t
 in this process, then drives each with wrk (one thread, 1 and 16 connections, --duration seconds,
 median of --rounds). MLServer gets its best settings: no debug or access log, no metrics, no gzip,
 httptools, one OpenMP thread, and each parallel_workers value of --mlserver-parallel-workers, the
-better one per row. The floor is one predict in this process; the ceiling our empty endpoint.
+better one per row. The floor is one predict in this process (the library's call, and our runtime's
+with its fast path); the ceiling our empty endpoint.
 Everything listens on 127.0.0.1; every process started is stopped by its process group.
 """
 
@@ -43,6 +44,7 @@ from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from server.runtimes import open_runtime  # noqa: E402
 from tests.processes import GunicornProcess, free_port, stop_group, wait_until  # noqa: E402
 
 MODELS = ("lr", "rf", "xgb", "lgbm")
@@ -100,24 +102,32 @@ def write_catalog(catalog: Path, files: dict[str, Path], copies: int = 1) -> dic
 
 
 def floor_us(files: dict[str, Path], row: np.ndarray, calls: int = 2000) -> dict[str, float]:
-    """Median time of the call the server makes per request, on one (1, 30) row, in this process."""
-    predictors = {
+    """Median time of one predict in this process, per (1, 30) row: the library's own call, and the
+    call our server makes (its runtime with the exact fast path, from a parsed JSON row)."""
+    library = {
         "lr": joblib.load(files["lr"]).predict,
         "rf": joblib.load(files["rf"]).predict,
         "xgb": xgboost.Booster(model_file=str(files["xgb"])).inplace_predict,
         "lgbm": lightgbm.Booster(model_file=str(files["lgbm"])).predict,
     }
     result = {}
-    for name, predict in predictors.items():
-        for _ in range(50):  # first calls allocate caches
-            predict(row)
-        times = []
-        for _ in range(calls):
-            started = time.perf_counter_ns()
-            predict(row)
-            times.append(time.perf_counter_ns() - started)
-        result[name] = statistics.median(times) / 1000
+    for name, predict in library.items():
+        runtime = open_runtime(name, files[name])
+        runtime.prepare()
+        result[name] = {"library": _median_us(lambda: predict(row), calls),
+                        "ours": _median_us(lambda: runtime.predict(row.tolist()), calls)}
     return result
+
+
+def _median_us(call, calls: int) -> float:
+    for _ in range(50):  # first calls allocate caches
+        call()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - started)
+    return statistics.median(times) / 1000
 
 
 # -- servers ---------------------------------------------------------------------------------
@@ -348,13 +358,13 @@ def print_side_by_side(report: dict) -> None:
     print(f"\nmedian of {report['rounds']} x {report['duration_s']} s wrk runs per row (one thread); our server: "
           f"{report['workers']} workers; MLServer: the better parallel_workers setting per row (pw)\n")
     print("| model | conn | ours req/s | MLServer req/s (pw) | ratio | ours p50 / p99 ms | MLServer p50 / p99 ms "
-          "| errors ours / MLServer | floor us |")
+          "| errors ours / MLServer | floor us: library / ours |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in report["rows"]:
-        o, m = r["ours"], r["mlserver"]
+        o, m, floor = r["ours"], r["mlserver"], report["floor_us"][r["model"]]
         print(f"| {r['model']} | {r['connections']} | {o['rps']:.0f} | {m['rps']:.0f} ({m['parallel_workers']}) "
               f"| {r['ratio']:.1f}x | {o['p50_ms']:.2f} / {o['p99_ms']:.2f} | {m['p50_ms']:.2f} / {m['p99_ms']:.2f} "
-              f"| {o['errors']:.0f} / {m['errors']:.0f} | {report['floor_us'][r['model']]:.0f} |")
+              f"| {o['errors']:.0f} / {m['errors']:.0f} | {floor['library']:.0f} / {floor['ours']:.0f} |")
     mem = report["ours_memory"]
     print(f"\nour server:  RSS {mem['rss_mib']:.0f} MiB, PSS {mem['pss_mib']:.0f} MiB ({mem['processes']} processes)")
     for workers, mem in report["mlserver_memory"].items():

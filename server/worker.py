@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from email.utils import formatdate
@@ -101,8 +102,10 @@ class Worker(GunicornWorker):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         loop.create_task(self.deadlines.keep())
-        servers = [await loop.create_server(lambda: Connection(self), sock=listener.sock, backlog=self.cfg.backlog)
-                   for listener in self.sockets]
+        listeners = [listener.sock for listener in self.sockets]
+        for sock in listeners:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._accept, loop, sock)
         while self.alive:
             self.notify()
             if self.ppid != os.getppid():
@@ -112,13 +115,30 @@ class Worker(GunicornWorker):
                 self.log.warning("worker %s holds %d abandoned requests: recycling", self.pid, self.abandoned)
                 break
             await asyncio.sleep(HEARTBEAT_S)
-        await self._drain(servers)
+        await self._drain(loop, listeners)
 
-    async def _drain(self, servers) -> None:
+    def _accept(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """One connection per wake-up. Every worker wakes for a new connection on the shared socket;
+        taking one at a time spreads a burst of connections (a pool of keep-alive clients opening
+        at once) over the workers, where a greedy accept loop (asyncio's server) gave whichever
+        woke first all of them, to serve alone, on one core, for as long as they lived."""
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:  # out of file descriptors, say: the connection waits in the backlog
+            log.warning("could not accept a connection: %s", exc)
+            return
+        conn.setblocking(False)
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.create_task(loop.connect_accepted_socket(lambda: Connection(self), conn))
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, listeners: list) -> None:
         """Stop accepting, let requests in progress finish (within graceful_timeout), then close."""
         self.alive = False
-        for server in servers:
-            server.close()
+        for sock in listeners:
+            loop.remove_reader(sock.fileno())
         deadline = time.monotonic() + max(1, self.cfg.graceful_timeout - 2)  # before the master's SIGKILL
         while any(c.in_progress() for c in self.connections) and time.monotonic() < deadline:
             self.notify()

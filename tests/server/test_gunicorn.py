@@ -353,3 +353,23 @@ def test_configured_models_are_loaded_once_in_the_master_and_shared_by_every_wor
     server = gunicorn(MIS_PRELOAD="counted", MIS_DEMO_MODELS="false", MIS_TEST_LOADS_FILE=str(loads))
     server.every_worker(lambda info: score(server, "counted", [[1]]).json()["prediction"] == [7])
     assert loads.read_text().split() == [str(server.process.pid)]  # the master's load, inherited
+
+
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(gunicorn):
+    """A client pool opening its connections at once must not land them all on one worker (which
+    would then serve alone, on one core, for as long as they live)."""
+    server = gunicorn(MIS_PRELOAD="")
+    server.every_worker(lambda info: True)  # every worker is up and listening
+    port = int(server.url.rsplit(":", 1)[1])
+    connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6 * WORKERS)]
+    try:
+        owners = []
+        for conn in connections:  # keep-alive: each answer comes from the worker that accepted it
+            conn.sendall(b"GET /api/v1/serverinfo/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _, body = conn.recv(65536).partition(b"\r\n\r\n")
+            owners.append(json.loads(body)["worker_pid"])
+    finally:
+        for conn in connections:
+            conn.close()
+    shares = sorted(owners.count(pid) for pid in set(owners))
+    assert len(shares) == WORKERS and shares[-1] <= 4 * WORKERS, shares
