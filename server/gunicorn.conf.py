@@ -26,6 +26,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 wsgi_app = "server.app:get_app()"
 bind = [_config.bind]
+# Workers add listening sockets of their own to the shared ones (server/worker.py): the kernel then
+# spreads new connections over the workers.
+reuse_port = True
 workers = _config.workers
 # Our own worker (server/worker.py): an event loop reads the sockets, a few threads run the app.
 worker_class = "server.worker.Worker"

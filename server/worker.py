@@ -102,7 +102,7 @@ class Worker(GunicornWorker):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         loop.create_task(self.deadlines.keep())
-        listeners = [listener.sock for listener in self.sockets]
+        listeners = [listener.sock for listener in self.sockets] + self._own_listeners()
         for sock in listeners:
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._accept, loop, sock)
@@ -117,28 +117,54 @@ class Worker(GunicornWorker):
             await asyncio.sleep(HEARTBEAT_S)
         await self._drain(loop, listeners)
 
-    def _accept(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        """One connection per wake-up. Every worker wakes for a new connection on the shared socket;
-        taking one at a time spreads a burst of connections (a pool of keep-alive clients opening
-        at once) over the workers, where a greedy accept loop (asyncio's server) gave whichever
-        woke first all of them, to serve alone, on one core, for as long as they lived."""
+    def _own_listeners(self) -> list[socket.socket]:
+        """A listening socket of this worker's own beside each shared TCP one, in the same
+        SO_REUSEPORT group (gunicorn.conf.py sets reuse_port): the kernel spreads new connections
+        over the group's sockets, so a burst of keep-alive connections (a client pool opening at
+        once) lands on every worker. On the shared socket alone, whichever worker woke first took
+        most of them, and served them alone, on one core, for as long as they lived."""
+        own = []
+        for listener in self.sockets:
+            if listener.sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            sock = socket.socket(listener.sock.family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(listener.sock.getsockname())
+                sock.listen(self.cfg.backlog)
+            except OSError as exc:  # the shared socket is not in a reuse_port group: it serves alone
+                log.warning("worker %s listens on the shared socket only: %s", self.pid, exc)
+                sock.close()
+                continue
+            own.append(sock)
+        return own
+
+    def _accept(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+        """One connection per wake-up, so that accepting takes turns with serving. True when one
+        was accepted."""
         try:
             conn, _ = sock.accept()
         except (BlockingIOError, InterruptedError):
-            return  # another worker took it
+            return False  # another worker took it
         except OSError as exc:  # out of file descriptors, say: the connection waits in the backlog
             log.warning("could not accept a connection: %s", exc)
-            return
+            return False
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         loop.create_task(loop.connect_accepted_socket(lambda: Connection(self), conn))
+        return True
 
     async def _drain(self, loop: asyncio.AbstractEventLoop, listeners: list) -> None:
         """Stop accepting, let requests in progress finish (within graceful_timeout), then close."""
         self.alive = False
         for sock in listeners:
             loop.remove_reader(sock.fileno())
+        for sock in listeners[len(self.sockets):]:  # our own: connections in its backlog are ours alone
+            while self._accept(loop, sock):
+                pass
+            sock.close()
         deadline = time.monotonic() + max(1, self.cfg.graceful_timeout - 2)  # before the master's SIGKILL
         while any(c.in_progress() for c in self.connections) and time.monotonic() < deadline:
             self.notify()
