@@ -38,6 +38,9 @@ keepalive = _config.keepalive_s
 # a worker whose event loop itself is frozen (a model holding the GIL in C code).
 timeout = _config.timeout_s
 graceful_timeout = 30
+# gunicorn 25+ opens a management socket (gunicornc: reload, resize, stop) at a fixed path shared
+# by every server of the user. Nothing here uses it, and it is one more way in: off.
+control_socket_disable = True
 loglevel = _config.log_level
 errorlog = "-"
 

@@ -89,6 +89,7 @@ def test_first_start_builds_and_serves_the_demo_models(gunicorn):
     assert {m["id"] for m in models} == {d.id for d in DEMO_MODELS}
     pids = server.every_worker(lambda info: {m["model_id"] for m in info["models"]} == {d.id for d in DEMO_MODELS})
     assert len(pids) == WORKERS
+    assert "Control socket" not in server.log_path.read_text()  # no management socket (gunicorn.conf.py)
     for demo in DEMO_MODELS:
         X = demo.load_data()[0][:20]
         assert np.allclose(score(server, demo.id, X.tolist()).json()["prediction"], expected_predictions(demo, X))
