@@ -26,7 +26,6 @@ from .errors import (
     InvalidPage,
     MISError,
     ModelLoadFailed,
-    ModelNotFound,
     ModelNotLoaded,
     ModelPredictFailed,
     ModelQuarantined,
