@@ -344,7 +344,7 @@ class Registry:
 
         try:
             prediction = self.guard.run(model_id, loaded.runtime.predict, payload, on_timeout=timed_out)
-        except PredictTimeout:
+        except PredictTimeout:  # counted by timed_out(), not as an error
             raise
         except MISError:
             loaded.errors += 1
