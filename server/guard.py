@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import mmap
 import os
@@ -28,7 +29,6 @@ import tempfile
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-import itertools
 from typing import Any, Callable, Iterator, Protocol
 
 from .errors import MISError, PredictTimeout

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import time
-
 from dataclasses import dataclass
 
 from .auth import Caller, Gate
@@ -34,6 +33,8 @@ class Admission:
     caller: Caller | None = None
     audit: str | None = None
     resource: object = None  # the route it was admitted to
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's own id is kept only if it is this tame
 
 

@@ -247,7 +247,8 @@ class Registry:
         self.sync()
         with self._lock:
             upload = self.store.get_upload(model_id)
-            if model_id not in self.loaded_ids() and upload is None and model_id not in self.store.loaded_ids():
+            # (a model this worker unloaded for its memory budget is still in the store's loaded set)
+            if model_id not in self._models and upload is None and model_id not in self.store.loaded_ids():
                 raise ModelNotLoaded(f"model {model_id!r} is neither loaded nor uploaded", model_id=model_id)
             self.store.mark_removed(model_id)
             self._evicted.discard(model_id)

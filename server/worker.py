@@ -49,9 +49,9 @@ DRAIN_IDLE_S = 2.0  # ... stopping sooner once the client has sent nothing for t
 HEARTBEAT_S = 1.0
 DEADLINE_TICK_S = 0.05  # how often the event loop looks at predict deadlines (their resolution)
 
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
+           413: "Payload Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -222,8 +222,7 @@ class Request:
         self.method = b"GET"
         self.version = "1.1"
         self.keep_alive = False
-        self.started = time.monotonic()
-        self.timer_started = time.perf_counter()  # for the access line's latency
+        self.started = time.perf_counter()  # for the access line's latency
         self.id: str | None = None  # the request id, once the head has been read
 
     def header(self, name: bytes) -> bytes | None:
@@ -419,9 +418,7 @@ class Connection(asyncio.Protocol):
             if isinstance(exc, asyncio.CancelledError) and not future.done():
                 raise  # our own task is being cancelled
             log.error("the app failed on request %s (%s): %r", request.id, _target(request), exc)
-            self.log(request, 500)
-            return _error(500, "internal server error; the server log has the details",
-                          headers={REQUEST_ID_HEADER: request.id})
+            return self.own_answer(request, 500, "internal server error; the server log has the details")
         # The client is answered now; the thread runs on (or hangs) and is counted until it ends.
         self.worker.abandoned += 1
         answer.add_done_callback(self._unabandon)
@@ -433,21 +430,26 @@ class Connection(asyncio.Protocol):
                       _target(request), self.limits.request_timeout)
             status, payload = 504, None
         # The app never answered, so it logged nothing yet (an abandoned thread logs when it ends).
-        self.log(request, status)
-        return _error(status, f"the server gave up on this request after {self.limits.request_timeout} s",
-                      payload, headers={REQUEST_ID_HEADER: request.id})
+        return self.own_answer(request, status, f"the server gave up on this request after "
+                               f"{self.limits.request_timeout} s", payload)
 
     def _unabandon(self, answer: asyncio.Future) -> None:
         self.worker.abandoned -= 1
         if not answer.cancelled():
             answer.exception()  # retrieved: an abandoned failure is not "never retrieved" noise
 
-    def log(self, request: Request, status: int) -> None:
-        """The access line of an answer the worker wrote itself."""
-        url = httptools.parse_url(request.url) if request.url else None
-        log_request(request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
-                    path=_text(url.path) if url else None, status=status, started=request.timer_started,
-                    client=self.peer, caller=request.admission.caller, model=None, audit=request.admission.audit)
+    def own_answer(self, request: Request, status: int, message: str, payload: dict | None = None,
+                   headers: dict | None = None, logged: bool = False) -> tuple[str, list, bytes]:
+        """An answer the worker writes itself, with the request's id, and its access line (unless
+        the app already wrote it)."""
+        request.id = request.id or choose_request_id(None)
+        if not logged:
+            url = httptools.parse_url(request.url) if request.url else None
+            log_request(
+                request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
+                path=_text(url.path) if url else None, status=status, started=request.started, client=self.peer,
+                caller=request.admission.caller, model=None, audit=request.admission.audit)
+        return _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
 
     def environ(self, request: Request) -> dict:
         url = httptools.parse_url(request.url or b"/")
@@ -505,10 +507,7 @@ class Connection(asyncio.Protocol):
             return
         self.refused = True
         request = self.request or Request()  # refused before a request began: too many connections
-        request.id = request.id or choose_request_id(None)
-        if not logged:
-            self.log(request, status)
-        status_line, headers, body = _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
+        status_line, headers, body = self.own_answer(request, status, message, payload, headers, logged)
         self.respond(status_line, headers, body, keep_alive=False)
         # Closing now would make the kernel reset the connection while the client is still sending
         # its body, and it would never read the answer. So, as nginx's lingering close does: send
