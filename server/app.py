@@ -159,18 +159,18 @@ def get_app() -> App:
     config = Config.from_env()
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     configure_json_logs()
-    registry = build_registry(config, inflight_file=inflight_path(os.getppid(), os.getpid()),
+    registry = build_registry(config, inflight_file=inflight_path(os.getpid()),
                               on_stuck=lambda: os.kill(os.getpid(), signal.SIGTERM))  # gunicorn's graceful exit
     app = create_app(config, registry, gate=_master_gate)
     app.on_shutdown = registry.guard.close
     return app
 
 
-def blame_dead_worker(config: Config, master_pid: int, worker_pid: int) -> list[str]:
+def blame_dead_worker(config: Config, worker_pid: int) -> list[str]:
     """In the gunicorn master, once a worker has died: a strike for the model it was running (a
     worker that left in order removed its records). When several models were running, none is
     struck: an innocent busy model must not be quarantined for a neighbour's crash. Returns them."""
-    models = models_in_flight(inflight_path(master_pid, worker_pid))
+    models = models_in_flight(inflight_path(worker_pid))
     if len(models) == 1:
         store = LocalStore(config.store_dir, config.max_artifact_bytes)
         quarantined = store.record_strike(models[0], "its worker died while it predicted",

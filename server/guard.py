@@ -23,7 +23,7 @@ import itertools
 import logging
 import mmap
 import os
-import stat
+import shutil
 import sys
 import tempfile
 import threading
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RECORD = 256  # bytes per in-flight record: a model id is at most 255 characters
 _local = threading.local()
+_inflight_dir: Path | None = None  # set in the gunicorn master by make_inflight_dir
 
 
 class Watchdog(Protocol):
@@ -60,27 +61,24 @@ def watched(watchdog: Watchdog) -> Iterator[None]:
         _local.watchdog = None
 
 
-def inflight_dir(master_pid: int) -> Path:
-    """Where the workers of the gunicorn master `master_pid` keep their in-flight records."""
-    return Path(tempfile.gettempdir()) / f"mis-{master_pid}"
+def make_inflight_dir() -> Path:
+    """Made by the gunicorn master before any worker starts; its workers inherit the path. A fresh,
+    unpredictable, private name (mkdtemp): a name made from the pid would meet a killed earlier
+    server's leftover (pids repeat, in containers always), or a trap another local user planted
+    (symlinks to make a worker truncate a file, records to get a model quarantined)."""
+    global _inflight_dir
+    _inflight_dir = Path(tempfile.mkdtemp(prefix=f"mis-{os.getpid()}-"))
+    return _inflight_dir
 
 
-def make_inflight_dir(master_pid: int) -> Path:
-    """Made by the master before any worker starts. Its name is predictable, so a directory that is
-    already there is used only if it is ours and private: another local user could otherwise plant
-    symlinks (to make a worker truncate a file) or records (to get a model quarantined)."""
-    path = inflight_dir(master_pid)
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        found = path.lstat()
-        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
-            raise RuntimeError(f"{path} exists and is not a private directory of this user; remove it") from None
-    return path
+def remove_inflight_dir() -> None:
+    if _inflight_dir is not None:
+        shutil.rmtree(_inflight_dir, ignore_errors=True)
 
 
-def inflight_path(master_pid: int, worker_pid: int) -> Path:
-    return inflight_dir(master_pid) / f"{worker_pid}.inflight"
+def inflight_path(worker_pid: int) -> Path | None:
+    """Where worker `worker_pid` of this gunicorn master keeps its records; None outside gunicorn."""
+    return _inflight_dir / f"{worker_pid}.inflight" if _inflight_dir is not None else None
 
 
 def models_in_flight(path: Path) -> list[str]:

@@ -2,14 +2,13 @@
 
 import gc
 import os
-import shutil
 import subprocess
 import sys
 
 from server.app import blame_dead_worker, build_master_gate, build_registry
 from server.auth import KeysFileError
 from server.config import Config, ConfigError
-from server.guard import inflight_dir, make_inflight_dir
+from server.guard import make_inflight_dir, remove_inflight_dir
 from server.logs import configure_json_logs
 from server.store import sweep_staging
 
@@ -57,7 +56,7 @@ def on_starting(server):
         sys.exit(f"The server cannot start: it would listen on {', '.join(server.cfg.bind)}, not MIS_BIND "
                  f"({_config.bind}): set MIS_BIND instead of gunicorn's --bind")
     sweep_staging(_config.store_dir, older_than_s=60)
-    make_inflight_dir(os.getpid())
+    make_inflight_dir()
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)
@@ -81,7 +80,7 @@ def pre_fork(server, worker):
 def child_exit(server, worker):
     """In the master, after a worker died: a model that kills its worker gets a strike (quarantine)."""
     try:
-        models = blame_dead_worker(_config, os.getpid(), worker.pid)
+        models = blame_dead_worker(_config, worker.pid)
     except Exception as exc:  # a hook that raises would take the master down
         server.log.error("could not record what worker %s was running: %s", worker.pid, exc)
         return
@@ -90,4 +89,4 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    shutil.rmtree(inflight_dir(os.getpid()), ignore_errors=True)
+    remove_inflight_dir()

@@ -10,14 +10,16 @@ import threading
 
 import pytest
 
+from server import guard as guard_module
 from server.errors import PredictTimeout
 from server.guard import (
     Inflight,
     PredictGuard,
     captured_output,
-    inflight_dir,
+    inflight_path,
     make_inflight_dir,
     models_in_flight,
+    remove_inflight_dir,
     watched,
 )
 
@@ -77,31 +79,25 @@ def test_an_orderly_exit_leaves_nothing_to_blame(tmp_path, release):
     assert models_in_flight(path) == []
 
 
-def test_the_in_flight_directory_is_private_and_never_written_through_a_symlink(tmp_path, monkeypatch):
+def test_the_in_flight_directory_is_fresh_private_and_never_written_through_a_symlink(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    made = make_inflight_dir(41)
-    assert made.stat().st_mode & 0o777 == 0o700 and make_inflight_dir(41) == made  # ours: reused
+    monkeypatch.setattr(guard_module, "_inflight_dir", None)
+    assert inflight_path(7) is None  # outside gunicorn: no records
+    leftover = tmp_path / f"mis-{os.getpid()}"  # a killed server's, or a trap: pids repeat
+    leftover.mkdir(mode=0o777)
+    made = make_inflight_dir()
+    assert made.parent == tmp_path and made != leftover and made.stat().st_mode & 0o777 == 0o700
+    assert inflight_path(7) == made / "7.inflight"
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    (made / "7.inflight").symlink_to(victim)
+    inflight_path(7).symlink_to(victim)
     with pytest.raises(OSError):
-        Inflight(made / "7.inflight", records=2)
+        Inflight(inflight_path(7), records=2)
     assert victim.read_text() == "precious"
-
-    planted = inflight_dir(42)
-    planted.mkdir(mode=0o777)
-    planted.chmod(0o777)  # another user's trap would be writable by them
-    with pytest.raises(RuntimeError, match="not a private directory"):
-        make_inflight_dir(42)
-    inflight_dir(43).symlink_to(made)
-    with pytest.raises(RuntimeError, match="not a private directory"):
-        make_inflight_dir(43)
-    if os.getuid() == 0:  # root can show a directory owned by someone else
-        other = inflight_dir(44)
-        other.mkdir(mode=0o700)
-        os.chown(other, 65534, 65534)
-        with pytest.raises(RuntimeError, match="not a private directory"):
-            make_inflight_dir(44)
+    second = make_inflight_dir()  # a re-executed master gets its own
+    assert second != made
+    remove_inflight_dir()
+    assert not second.exists() and leftover.is_dir()
 
 
 def test_model_output_is_logged_capped_with_the_model_id(caplog):
