@@ -1,4 +1,5 @@
-"""Composition root: builds the catalog, store and registry from the config and routes /api/v1."""
+"""Composition root: builds the catalog, store and registry from the config and routes /api/v1 and
+the Open Inference Protocol (/v2) to the same core."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import falcon
 import falcon.media
 
-from . import __version__, resources
+from . import __version__, metrics, resources, v2
 from .auth import ADMIN, ApiKeys, Gate
 from .catalog import LocalCatalog
 from .config import Config
@@ -76,6 +77,7 @@ class App(falcon.App):
         self.gate = gate
         self.error_detail = config.error_detail
         self.max_body_bytes = config.max_body_bytes
+        self.on_drain = lambda: None  # the worker calls it first when told to leave (readiness turns false)
         self.on_shutdown = lambda: None  # the worker calls it when it leaves in order
         self.add_error_handler(Exception, self._unexpected)
         self.add_error_handler(falcon.HTTPError, self._http_error)
@@ -83,7 +85,7 @@ class App(falcon.App):
 
     def admit(self, path: str, *, method: str = "POST", authorization: str | None = None,
               request_id: str | None = None, client: str | None = None) -> Admission:
-        """Raises the MISError to answer instead (401, 403), having logged it."""
+        """Raises the MISError to answer instead (401, 403), having logged and counted it."""
         if len(path) > 1 and path.endswith("/"):  # as Falcon does with strip_url_path_trailing_slash
             path = path[:-1]
         route = self._router.find(path)  # Falcon's own lookup: what routes here is what is checked
@@ -95,8 +97,11 @@ class App(falcon.App):
             log_request(request_id=request_id or choose_request_id(None), method=method, path=path, status=exc.status,
                         started=time.perf_counter(), client=client, caller=getattr(exc, "caller", None), model=None,
                         audit=audit)
+            metrics.request_done(metrics.protocol_of(path), route[3] if route else metrics.UNMATCHED, "", "",
+                                 exc.status, 0.0)
             raise
-        return Admission(getattr(resource, "limit", self.max_body_bytes), caller, audit, resource)
+        return Admission(getattr(resource, "limit", self.max_body_bytes), caller, audit, resource,
+                         route[3] if route else None)
 
     def _mis_error(self, req, resp, exc: MISError, params):
         caller = getattr(req.context, "caller", None)
@@ -134,6 +139,7 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
 
     api = "/api/v1"
     app = App(config, gate)
+    app.on_drain = warmup.drain
     app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
     json_handler = falcon.media.JSONHandler(dumps=resources.to_json)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -145,10 +151,14 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
     app.add_route(f"{api}/promotemodel/{{model_id}}", resources.PromoteModel(registry, config))
     app.add_route(f"{api}/removemodel/{{model_id}}", resources.RemoveModel(registry))
     app.add_route(f"{api}/score", resources.Score(registry, config))
+    app.add_route(f"{api}/aliases", resources.Aliases(registry))
+    app.add_route(f"{api}/aliases/{{model_name}}/{{alias}}", resources.Alias(registry, config))
     app.add_route(f"{api}/serverinfo", resources.ServerInfo(registry, config, gate))
     app.add_route(f"{api}/healthcheck", resources.Health())
     app.add_route(f"{api}/health/live", resources.Liveness())
     app.add_route(f"{api}/health/ready", resources.Readiness(warmup))
+    app.add_route("/metrics", metrics.Metrics(registry))
+    v2.add_routes(app, registry, config, warmup)
     add_docs_routes(app, __version__)
     return app
 
@@ -178,4 +188,5 @@ def blame_dead_worker(config: Config, worker_pid: int) -> list[str]:
                                           lock_timeout_s=1.0)
         if quarantined:
             audit_server_change("quarantine", models[0], reason=quarantined)
+            metrics.model_quarantined(models[0])
     return models

@@ -26,9 +26,10 @@ from .errors import Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 
-SCORE, ADMIN = "score", "admin"
-# What each scope lets a key do; `admin` can do everything `score` can.
-SCOPES = {SCORE: frozenset({SCORE}), ADMIN: frozenset({SCORE, ADMIN})}
+SCORE, ADMIN, METRICS = "score", "admin", "metrics"
+# What each scope lets a key do; `admin` can do everything the others can. `metrics` reads /metrics
+# only: a monitoring system's key scores nothing.
+SCOPES = {SCORE: frozenset({SCORE}), ADMIN: frozenset({SCORE, ADMIN, METRICS}), METRICS: frozenset({METRICS})}
 MIN_KEY_LENGTH = 16  # shorter keys can be guessed; the stacks generate 48 characters
 RECHECK_S = 1.0  # how often the keys file is looked at for a change
 
@@ -78,7 +79,7 @@ def parse_keys(raw: bytes | str) -> tuple[_Key, ...]:
             raise KeysFileError(f"{where} needs a `name` of 1 to 64 printable characters")
         where = f"key {name!r}"
         if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) and s in SCOPES for s in scopes):
-            raise KeysFileError(f"{where} needs `scopes`, a non-empty list of {' and '.join(SCOPES)}")
+            raise KeysFileError(f"{where} needs `scopes`, a non-empty list of {', '.join(SCOPES)}")
         if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH or not key.isascii() or not key.isprintable() \
                 or " " in key:
             raise KeysFileError(f"{where} needs a `key` of at least {MIN_KEY_LENGTH} printable ASCII characters "

@@ -25,6 +25,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MIS_HEADER_TIMEOUT_S": ("10", "Seconds a client has to send a request's headers (408 and closed after)."),
     "MIS_BODY_TIMEOUT_S": ("30", "Seconds a request body may stall (no bytes at all) before 408 and close."),
     "MIS_KEEPALIVE_S": ("5", "Seconds an idle keep-alive connection stays open."),
+    "MIS_GRACEFUL_TIMEOUT_S": ("30", "Seconds a worker told to stop (SIGTERM) has to answer what it was sent; then it is killed. Keep the pod's terminationGracePeriodSeconds above its preStop pause plus this."),
     "MIS_DATA_DIR": ("var", "Directory of the embedded catalog (catalog/) and the model store (store/)."),
     "MIS_CATALOG": ("local", "Where model metadata and artifacts come from: `local` (the embedded directory catalog)."),
     "MIS_DEMO_MODELS": ("true", "Build the demo models into an empty local catalog on first start."),
@@ -64,6 +65,7 @@ class Config:
     header_timeout_s: float
     body_timeout_s: float
     keepalive_s: int
+    graceful_timeout_s: int
     data_dir: Path
     catalog: str
     demo_models: bool
@@ -118,6 +120,7 @@ class Config:
             header_timeout_s=_number(get, "MIS_HEADER_TIMEOUT_S", float, minimum=0.1),
             body_timeout_s=_number(get, "MIS_BODY_TIMEOUT_S", float, minimum=0.1),
             keepalive_s=_number(get, "MIS_KEEPALIVE_S", int, minimum=0),
+            graceful_timeout_s=_number(get, "MIS_GRACEFUL_TIMEOUT_S", int, minimum=1),
             data_dir=Path(get("MIS_DATA_DIR")),
             catalog=catalog,
             demo_models=_flag(get, "MIS_DEMO_MODELS"),

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 RECORD = 256  # bytes per in-flight record: a model id is at most 255 characters
 _local = threading.local()
-_inflight_dir: Path | None = None  # set in the gunicorn master by make_inflight_dir
+_run_dir: Path | None = None  # set in the gunicorn master by make_run_dir
 
 
 class Watchdog(Protocol):
@@ -61,24 +61,31 @@ def watched(watchdog: Watchdog) -> Iterator[None]:
         _local.watchdog = None
 
 
-def make_inflight_dir() -> Path:
-    """Made by the gunicorn master before any worker starts; its workers inherit the path. A fresh,
-    unpredictable, private name (mkdtemp): a name made from the pid would meet a killed earlier
-    server's leftover (pids repeat, in containers always), or a trap another local user planted
-    (symlinks to make a worker truncate a file, records to get a model quarantined)."""
-    global _inflight_dir
-    _inflight_dir = Path(tempfile.mkdtemp(prefix=f"mis-{os.getpid()}-"))
-    return _inflight_dir
+def make_run_dir() -> Path:
+    """The gunicorn master's private directory, made before any worker starts (its workers inherit
+    the path) for what the processes of one server share: the in-flight records and the metrics'
+    files (server/metrics.py). A fresh, unpredictable, private name (mkdtemp): a name made from the
+    pid would meet a killed earlier server's leftover (pids repeat, in containers always), or a trap
+    another local user planted (symlinks to make a worker truncate a file, records to get a model
+    quarantined, samples to fake metrics)."""
+    global _run_dir
+    _run_dir = Path(tempfile.mkdtemp(prefix=f"mis-{os.getpid()}-"))
+    return _run_dir
 
 
-def remove_inflight_dir() -> None:
-    if _inflight_dir is not None:
-        shutil.rmtree(_inflight_dir, ignore_errors=True)
+def run_dir() -> Path | None:
+    """This master's run directory; None outside gunicorn, or before make_run_dir."""
+    return _run_dir
+
+
+def remove_run_dir() -> None:
+    if _run_dir is not None:
+        shutil.rmtree(_run_dir, ignore_errors=True)
 
 
 def inflight_path(worker_pid: int) -> Path | None:
     """Where worker `worker_pid` of this gunicorn master keeps its records; None outside gunicorn."""
-    return _inflight_dir / f"{worker_pid}.inflight" if _inflight_dir is not None else None
+    return _run_dir / f"{worker_pid}.inflight" if _run_dir is not None else None
 
 
 def models_in_flight(path: Path) -> list[str]:

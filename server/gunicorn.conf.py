@@ -5,17 +5,28 @@ import os
 import subprocess
 import sys
 
-from server.app import blame_dead_worker, build_master_gate, build_registry
-from server.auth import KeysFileError
-from server.config import Config, ConfigError
-from server.guard import make_inflight_dir, remove_inflight_dir
-from server.logs import configure_json_logs
-from server.store import sweep_staging
+from server.guard import make_run_dir, remove_run_dir, run_dir
+
+# prometheus_client decides once, when first imported (server.app imports it), whether samples
+# live in this process or in files that every worker writes and any scrape sums: so the run
+# directory is made, and named to it, before that import. Once per master: a reload (SIGHUP) runs
+# this file again and keeps the directory its workers already use.
+if run_dir() is None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(make_run_dir())
+
+from prometheus_client import multiprocess  # noqa: E402
+
+from server.app import blame_dead_worker, build_master_gate, build_registry  # noqa: E402
+from server.auth import KeysFileError  # noqa: E402
+from server.config import Config, ConfigError  # noqa: E402
+from server.logs import configure_json_logs  # noqa: E402
+from server.store import sweep_staging  # noqa: E402
 
 try:
     _config = Config.from_env()
     _gate = build_master_gate(_config)  # a keys file that cannot be used stops the start here
 except (ConfigError, KeysFileError) as exc:
+    remove_run_dir()
     sys.exit(f"The server cannot start: {exc}")  # one line saying what to set, not a traceback
 configure_json_logs()  # the master audits the quarantines it decides (child_exit)
 
@@ -36,7 +47,8 @@ keepalive = _config.keepalive_s
 # The worker answers a request 504 after MIS_TIMEOUT_S on its own; the heartbeat limit is only for
 # a worker whose event loop itself is frozen (a model holding the GIL in C code).
 timeout = _config.timeout_s
-graceful_timeout = 30
+# SIGTERM: each worker drains (server/worker.py) for at most this long before the master kills it.
+graceful_timeout = _config.graceful_timeout_s
 # gunicorn 25+ opens a management socket (gunicornc: reload, resize, stop) at a fixed path shared
 # by every server of the user. Nothing here uses it, and it is one more way in: off.
 control_socket_disable = True
@@ -53,10 +65,10 @@ def on_starting(server):
     # No worker of this server runs yet, so staging untouched for a minute is a leftover of an
     # earlier run (a fresh upload writes its staging continuously: its body is already buffered).
     if list(server.cfg.bind) != [_config.bind]:  # the loopback rule of MIS_AUTH=off is MIS_BIND's
+        remove_run_dir()
         sys.exit(f"The server cannot start: it would listen on {', '.join(server.cfg.bind)}, not MIS_BIND "
                  f"({_config.bind}): set MIS_BIND instead of gunicorn's --bind")
     sweep_staging(_config.store_dir, older_than_s=60)
-    make_inflight_dir()
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
         subprocess.run(command, check=True)
@@ -78,7 +90,9 @@ def pre_fork(server, worker):
 
 
 def child_exit(server, worker):
-    """In the master, after a worker died: a model that kills its worker gets a strike (quarantine)."""
+    """In the master, after a worker died: its live gauges (in flight) stop counting, and a model
+    that killed it gets a strike (quarantine)."""
+    multiprocess.mark_process_dead(worker.pid)
     try:
         models = blame_dead_worker(_config, worker.pid)
     except Exception as exc:  # a hook that raises would take the master down
@@ -89,4 +103,4 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    remove_inflight_dir()
+    remove_run_dir()

@@ -1,6 +1,7 @@
-"""The JSON lines for a log shipper: `access` (one per request) and `audit` (one per state change,
-asked for by a caller or made by the server itself). Written to stdout apart from the diagnostic
-log (stderr); never a body, a header value or a key, only a key's name.
+"""The JSON lines for a log shipper: `access` (one per request), `audit` (one per state change,
+asked for by a caller or made by the server itself) and `shadow` (what a shadow model answered to a
+mirrored request). Written to stdout apart from the diagnostic log (stderr); never a body, a header
+value or a key, only a key's name.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
 
 access_log = logging.getLogger("mis.access")
 audit_log = logging.getLogger("mis.audit")
+shadow_log = logging.getLogger("mis.shadow")
 
 PATH_LOGGED = 512  # characters of a request path the logs keep
+PREDICTION_LOGGED = 1024  # characters of a shadow model's answer the logs keep (one line stays one write)
 
 
 class _JsonLines(logging.Handler):
@@ -35,7 +38,7 @@ class _JsonLines(logging.Handler):
 
 def configure_json_logs() -> None:
     """Access and audit lines go to stdout as bare JSON, not through the diagnostic format."""
-    for logger in (access_log, audit_log):
+    for logger in (access_log, audit_log, shadow_log):
         if not logger.handlers:
             logger.addHandler(_JsonLines())
             logger.setLevel(logging.INFO)
@@ -71,3 +74,10 @@ def audit_server_change(action: str, model: str, **details) -> None:
     """A state change the server made on its own (a quarantine): no caller, no request."""
     audit_log.info(_line("audit", request_id=None, action=action, key=None, client=None, model=model, result="ok",
                          **details))
+
+
+def log_shadow(*, request_id: str | None, model: str, outcome: str, primary: str, prediction=None, **details) -> None:
+    """What a shadow model answered to a mirrored request (its caller got the primary's answer)."""
+    fields = {"prediction": orjson.dumps(prediction, default=str).decode()[:PREDICTION_LOGGED]} if outcome == "ok" else {}
+    shadow_log.info(_line("shadow", request_id=request_id, model=model, primary=primary, outcome=outcome,
+                          **details, **fields))

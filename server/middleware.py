@@ -1,5 +1,5 @@
 """Cross-cutting concerns of every route, once: request ids, authentication, access and audit lines
-(server/logs.py writes them).
+(server/logs.py writes them), request metrics (server/metrics.py keeps them).
 
 A resource says what it needs with two class attributes: `scope` (None: open to everyone, e.g.
 health; otherwise the API key scope its operations need) and `audit` (the name of the state change
@@ -14,6 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from . import metrics
 from .auth import Caller, Gate
 from .errors import Forbidden
 from .logs import log_request
@@ -22,6 +23,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Set by our worker (server/worker.py), which reads every request's head before the app runs.
 REQUEST_ID_ENVIRON = "mis.request_id"
 ADMISSION_ENVIRON = "mis.admission"
+# Set by our worker when it answered for the app (504, 500): that answer is the one counted.
+ANSWERED_ENVIRON = "mis.answered"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Admission:
     caller: Caller | None = None
     audit: str | None = None
     resource: object = None  # the route it was admitted to
+    route: str | None = None  # that route's URI template (a metrics label)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's own id is kept only if it is this tame
@@ -43,22 +47,34 @@ def choose_request_id(header: str | None) -> str:
 
 
 class Observe:
-    """Gives each request an id (the client's X-Request-ID when sane), then logs it once answered."""
+    """Gives each request an id (the client's X-Request-ID when sane), then logs and counts it once
+    answered."""
 
     def process_request(self, req, resp):
         req.context.started = time.perf_counter()
         req.context.request_id = req.env.get(REQUEST_ID_ENVIRON) or choose_request_id(req.get_header(REQUEST_ID_HEADER))
         req.context.caller = None
         req.context.model_id = None
+        req.context.model_version = None  # set with model_id by a responder that resolved a real model
         resp.set_header(REQUEST_ID_HEADER, req.context.request_id)
+        metrics.IN_FLIGHT.inc()
 
     def process_resource(self, req, resp, resource, params):
         req.context.model_id = params.get("model_id") or req.get_param("model_id")
 
     def process_response(self, req, resp, resource, req_succeeded):
-        log_request(request_id=req.context.request_id, method=req.method, path=req.path, status=resp.status_code,
-                    started=req.context.started, client=req.remote_addr, caller=req.context.caller,
-                    model=req.context.model_id, audit=getattr(resource, "audit", None))
+        context = req.context
+        log_request(request_id=context.request_id, method=req.method, path=req.path, status=resp.status_code,
+                    started=context.started, client=req.remote_addr, caller=context.caller,
+                    model=context.model_id, audit=getattr(resource, "audit", None))
+        metrics.IN_FLIGHT.dec()
+        if ANSWERED_ENVIRON in req.env:
+            return
+        # model_id alone may still be what the caller typed: it labels nothing until resolved
+        resolved = context.model_version is not None
+        metrics.request_done(metrics.protocol_of(req.path), req.uri_template or metrics.UNMATCHED,
+                             context.model_id if resolved else "", context.model_version if resolved else "",
+                             resp.status_code, time.perf_counter() - context.started)
 
 
 class Authenticate:

@@ -12,6 +12,8 @@ import base64
 import contextlib
 import json
 import logging
+import random
+import re
 import threading
 import time
 import uuid
@@ -22,20 +24,24 @@ from typing import Any, BinaryIO, Iterable
 
 from .catalog import Catalog, ModelInfo, page_of, validate_model_id
 from .errors import (
+    BadRequest,
     EnvMismatch,
     InvalidPage,
     MISError,
     ModelLoadFailed,
+    ModelNotFound,
     ModelNotLoaded,
     ModelPredictFailed,
     ModelQuarantined,
     PredictTimeout,
     UploadEnvRefused,
 )
+from . import metrics
 from .guard import PredictGuard, captured_output
-from .logs import audit_server_change
+from .logs import audit_server_change, log_shadow
 from .runtimes import Runtime, open_runtime, preopen
 from .store import LocalStore
+from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,34 @@ class Prediction:
     load_ms: float = 0.0  # this worker had unloaded the model and loaded it again for this request
 
 
+@dataclass(frozen=True)
+class Signature:
+    """What a loaded model takes and gives, for protocols that declare it (V2 model metadata)."""
+
+    n_features: int | None
+    feature_names: list[str] | None
+    feature_types: dict[str, str]  # feature name -> dtype, from the artifact's input schema
+    output_type: str | None  # the prediction's dtype, from the artifact's output schema
+    outputs: tuple[str, ...]  # "predict", and "predict_proba" for a classifier
+
+
+# A request names a model's version, or one of its aliases: `latest` (the highest loaded version),
+# or one an operator set, which may split traffic between versions and mirror a share to another.
+# A request that names no version gets the alias `default` when there is one, else `latest`.
+LATEST, DEFAULT = "latest", "default"
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+SHADOW_QUEUE = 64  # mirrored requests waiting for the shadow thread; more are dropped, not queued
+
+
+@dataclass(frozen=True)
+class Target:
+    """The loaded model a request resolved to, and the one it is mirrored to (if any)."""
+
+    model_id: str
+    version: str
+    shadow: str | None = None
+
+
 class Registry:
     def __init__(self, catalog: Catalog, store: LocalStore, guard: PredictGuard, *, env: str | None,
                  metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float,
@@ -102,6 +136,11 @@ class Registry:
         self._evicted: set[str] = set()
         self.evictions = 0
         self._quarantined: dict[str, str] = {}  # model id -> why, as every worker sees it
+        self._names: dict[str, dict[str, str]] = {}  # loaded models: name -> {version: model id}
+        self._aliases: dict[str, dict[str, dict]] = {}  # name -> {alias: spec}, as every worker sees it
+        self._shadows = DaemonPool(1, "mis-shadow")  # one thread: mirrored traffic never takes the callers' cores
+        self._shadows_pending = 0
+        self.shadows_dropped = 0
         self._lock = threading.RLock()
         self._signature: object = object()  # never equal to a real signature: first call reconciles
 
@@ -123,7 +162,22 @@ class Registry:
                 except MISError as exc:
                     log.error("model %s is loaded elsewhere but failed here: %s", model_id, exc.message)
             self._quarantined = self.store.quarantined()
+            self._aliases = self.store.aliases()
+            self._names = self._name_index()
             self._signature = signature
+
+    def _name_index(self) -> dict[str, dict[str, str]]:
+        """Loaded models by name and version; of two with the same name and version, the newer."""
+        infos = []
+        for model_id in set(self._models) | self._evicted:
+            try:
+                infos.append(self._models[model_id].info if model_id in self._models else self.describe(model_id))
+            except MISError:
+                continue
+        names: dict[str, dict[str, str]] = {}
+        for info in sorted(infos, key=lambda i: (i.time_created or "", i.id)):
+            names.setdefault(info.name, {})[info.version] = info.id
+        return names
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -159,6 +213,92 @@ class Registry:
             yield from (m.id for m in models)
             if page is None:
                 return
+
+    # -- names, versions and aliases --------------------------------------------------------
+
+    def resolve(self, name: str, version: str | None = None) -> Target:
+        """The loaded model a request for `name` (and a version or alias) goes to. A model id is
+        also a name, of one version."""
+        self.sync()
+        versions = self._names.get(name)
+        if versions is None:
+            if name in self._models or name in self._evicted:
+                info = self.describe(name)
+                if version in (None, info.version):
+                    return Target(name, info.version)
+            raise ModelNotLoaded(f"no loaded model is named {name!r}", model_name=name)
+        aliases = self._aliases.get(name, {})
+        wanted = version or (DEFAULT if DEFAULT in aliases else LATEST)
+        if wanted in versions:
+            return Target(versions[wanted], wanted)
+        if wanted == LATEST:
+            latest = max(versions, key=version_order)
+            return Target(versions[latest], latest)
+        spec = aliases.get(wanted)
+        if spec is None:
+            raise ModelNotLoaded(f"model {name!r} has no loaded version or alias {wanted!r} (versions: "
+                                 f"{', '.join(sorted(versions, key=version_order))}; aliases: "
+                                 f"{', '.join(sorted(aliases)) or 'none'})", model_name=name, version=wanted)
+        chosen = random.choices(list(spec["versions"]), weights=list(spec["versions"].values()))[0]
+        if chosen not in versions:
+            raise ModelNotLoaded(f"alias {wanted!r} of model {name!r} sends this request to version {chosen!r}, "
+                                 "which is not loaded", model_name=name, version=chosen)
+        shadow = spec.get("shadow")
+        mirror = versions.get(shadow["version"]) if shadow and random.random() * 100 < shadow["percent"] else None
+        return Target(versions[chosen], chosen, mirror)
+
+    def signature(self, model_id: str) -> Signature:
+        self.sync()
+        loaded, _ = self._in_memory(model_id)
+        if loaded is None:
+            raise ModelNotLoaded(f"model {model_id!r} is not loaded", model_id=model_id)
+        runtime, info = loaded.runtime, loaded.info
+        outputs = ("predict", "predict_proba") if runtime.predict_proba is not None else ("predict",)
+        output_types = list(_schema_types(info.output_schema).values())
+        return Signature(runtime.n_features, runtime.feature_names, _schema_types(info.input_schema),
+                         output_types[0] if len(output_types) == 1 else None, outputs)
+
+    def models_named(self, name: str) -> list[ModelInfo]:
+        """Every model (loaded or not) whose name or id is `name`."""
+        found, page = [], None
+        while True:
+            models, page = self.list_models(None, None, 1000, page)
+            found += [m for m in models if name in (m.name, m.id)]
+            if page is None:
+                return found
+
+    def quarantine_reason(self, model_id: str) -> str | None:
+        self.sync()
+        return self._quarantined.get(model_id)
+
+    def versions_of(self, name: str) -> dict[str, str]:
+        """{version: model id} of the loaded models named `name`."""
+        self.sync()
+        return dict(self._names.get(name, {}))
+
+    def aliases(self) -> dict[str, dict[str, dict]]:
+        self.sync()
+        return self._aliases
+
+    def set_alias(self, name: str, alias: str, spec: Any) -> dict:
+        """Define (or redefine) an alias of a model name, for every worker and replica sharing the
+        store. The versions it names must be loaded now."""
+        if not ALIAS_NAME.match(alias) or alias == LATEST:
+            raise BadRequest(f"an alias is a letter then up to 63 letters, digits, '.', '_' or '-', and not "
+                             f"{LATEST!r} (it always means the highest loaded version): {alias[:80]!r}")
+        spec = _checked_alias(spec)
+        loaded = self.versions_of(name)
+        named = [*spec["versions"], *([spec["shadow"]["version"]] if spec["shadow"] else [])]
+        missing = [v for v in named if v not in loaded]
+        if missing:
+            raise BadRequest(f"model {name!r} has no loaded version {', '.join(map(repr, missing))} (loaded: "
+                             f"{', '.join(sorted(loaded, key=version_order)) or 'none'})", missing=missing)
+        self.store.set_alias(name, alias, spec)
+        return spec
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        if not self.store.set_alias(name, alias, None):
+            raise ModelNotFound(f"model {name!r} has no alias {alias!r}", model_name=name, alias=alias)
 
     # -- load / upload / remove ------------------------------------------------------------
 
@@ -241,6 +381,18 @@ class Registry:
                 self._models[model_id].checked_at = time.monotonic()
         return info
 
+    def unload(self, model_id: str) -> None:
+        """Unload everywhere; an uploaded model stays stored, so a load brings it back."""
+        validate_model_id(model_id)
+        self.sync()
+        with self._lock:
+            if model_id not in self._models and model_id not in self.store.loaded_ids():
+                raise ModelNotLoaded(f"model {model_id!r} is not loaded", model_id=model_id)
+            self.store.mark_removed(model_id)
+            self._evicted.discard(model_id)
+            if model_id in self._models:
+                self._models.pop(model_id).runtime.close()
+
     def remove(self, model_id: str) -> None:
         """Unload everywhere; an uploaded model is deleted too (the catalog's copy stays)."""
         validate_model_id(model_id)
@@ -271,16 +423,20 @@ class Registry:
                 log.warning("model %s was not loaded before the fork: %r", model_id, exc)
 
     def _open(self, info: ModelInfo) -> LoadedModel:
+        started = time.perf_counter()
         try:
             with captured_output(info.id, self.guard.output_bytes, "load"):
                 runtime = open_runtime(info.id, self._local_artifact(info))
                 runtime.prepare()
         except MISError:
+            metrics.model_load_failed(info.id)
             raise
         except BaseException as exc:  # foreign code: any failure is the model's, even KeyboardInterrupt
             log.exception("model %s failed to load", info.id)
+            metrics.model_load_failed(info.id)
             raise ModelLoadFailed(f"model {info.id!r} failed to load ({type(exc).__name__})", model_id=info.id,
                                   private=_describe(exc)) from None
+        metrics.model_loaded(info.id, time.perf_counter() - started)
         return LoadedModel(info=info, runtime=runtime)
 
     def _local_artifact(self, info: ModelInfo) -> Path:
@@ -301,6 +457,7 @@ class Registry:
             self._models.pop(victim).runtime.close()
             self._evicted.add(victim)
             self.evictions += 1
+            metrics.model_evicted(victim)
             log.info("model %s unloaded from this worker to stay within %d models", victim, self.max_in_memory)
 
     def _in_memory(self, model_id: str) -> tuple[LoadedModel | None, float]:
@@ -324,7 +481,16 @@ class Registry:
         return {"max_models": self.max_in_memory or None, "in_memory": len(self._models),
                 "unloaded_here": sorted(self._evicted), "evictions": self.evictions}
 
-    def score(self, model_id: str, payload: Any) -> Prediction:
+    def score(self, model_id: str, payload: Any, *, output: str = "predict", shadow: str | None = None,
+              request_id: str | None = None) -> Prediction:
+        """`output`: the runtime's `predict` (labels or values) or `predict_proba` (class
+        probabilities). `shadow`: a model to mirror the request to once this one has answered."""
+        result = self._score(model_id, payload, output)
+        if shadow is not None:
+            self._mirror(shadow, payload, output, result, request_id)
+        return result
+
+    def _score(self, model_id: str, payload: Any, output: str) -> Prediction:
         self.sync()
         loaded, load_ms = self._in_memory(model_id)
         if loaded is None:
@@ -337,6 +503,9 @@ class Registry:
                                    f"POST /api/v1/loadmodel/{model_id} reloads it", model_id=model_id,
                                    reason=self._quarantined[model_id])
         self._check_env(loaded)
+        predict = getattr(loaded.runtime, output, None)
+        if predict is None:
+            raise BadRequest(f"model {model_id!r} does not give {output}", model_id=model_id)
         started = time.perf_counter()
 
         def timed_out() -> None:
@@ -344,7 +513,7 @@ class Registry:
             self.strike(model_id, f"predict took longer than {self.guard.timeout_s} s")
 
         try:
-            prediction = self.guard.run(model_id, loaded.runtime.predict, payload, on_timeout=timed_out)
+            prediction = self.guard.run(model_id, predict, payload, on_timeout=timed_out)
         except PredictTimeout:  # counted by timed_out(), not as an error
             raise
         except MISError:
@@ -357,7 +526,33 @@ class Registry:
         elapsed = time.perf_counter() - started
         loaded.requests += 1
         loaded.predict_seconds += elapsed
+        metrics.predicted(model_id, loaded.info.version or "", elapsed)
         return Prediction(model_id, loaded.info.version, prediction, 1000 * elapsed, load_ms)
+
+    def _mirror(self, model_id: str, payload: Any, output: str, primary: Prediction, request_id: str | None) -> None:
+        """Score the request again with the shadow model, on the shadow thread: its answer is
+        logged (with whether it agrees) and never returned. Dropped when the thread is behind."""
+        with self._lock:
+            if self._shadows_pending >= SHADOW_QUEUE:
+                self.shadows_dropped += 1
+                log_shadow(request_id=request_id, model=model_id, outcome="dropped", primary=primary.model_id)
+                return
+            self._shadows_pending += 1
+
+        def run() -> None:
+            try:
+                result = self._score(model_id, payload, output)
+            except MISError as exc:
+                log_shadow(request_id=request_id, model=model_id, outcome=exc.code, primary=primary.model_id)
+            else:
+                log_shadow(request_id=request_id, model=model_id, outcome="ok", primary=primary.model_id,
+                           version=result.model_version, predict_ms=round(result.predict_ms, 3),
+                           agrees=result.prediction == primary.prediction, prediction=result.prediction)
+            finally:
+                with self._lock:
+                    self._shadows_pending -= 1
+
+        self._shadows.submit(run)
 
     def _check_env(self, loaded: LoadedModel) -> None:
         if self.env is None:
@@ -384,12 +579,47 @@ class Registry:
             if quarantined:
                 log.error("model %s is quarantined: %s", model_id, quarantined)
                 audit_server_change("quarantine", model_id, reason=quarantined)
+                metrics.model_quarantined(model_id)
         except (MISError, OSError) as exc:  # the store failed: the 504 still goes out, the strike is lost
             log.error("could not record a strike against %s: %s", model_id, exc)
 
     def loaded_stats(self) -> list[dict]:
         self.sync()
         return [{**m.stats(), "quarantined": self._quarantined.get(m.info.id)} for m in self._models.values()]
+
+
+def _schema_types(schema: dict | None) -> dict[str, str]:
+    """{feature name: dtype} of an ADS schema ({"schema": [{"name", "dtype", "order"}, ...]})."""
+    features = schema.get("schema") if isinstance(schema, dict) else None
+    if not isinstance(features, list):
+        return {}
+    return {str(f["name"]): str(f.get("dtype")) for f in features if isinstance(f, dict) and "name" in f}
+
+
+def version_order(version: str) -> list:
+    """"1.10" after "1.9" and "10" after "9": numeric parts compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+]", version)]
+
+
+def _checked_alias(spec: Any) -> dict:
+    """An alias as stored: {"versions": {version: weight}, "shadow": {"version", "percent"} or None}."""
+    usage = ('send {"versions": {"<version>": <weight>, ...}, "shadow": {"version": "<version>", "percent": '
+             '<0-100>}}; weights are whole numbers, at least one above 0; shadow is optional')
+    if not isinstance(spec, dict) or set(spec) - {"versions", "shadow"} or not isinstance(spec.get("versions"), dict):
+        raise BadRequest(usage)
+    versions = spec["versions"]
+    if (not versions or len(versions) > 16
+            or not all(isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 1_000_000 for w in versions.values())
+            or not any(versions.values())):
+        raise BadRequest(usage)
+    shadow = spec.get("shadow")
+    if shadow is not None:
+        percent = shadow.get("percent") if isinstance(shadow, dict) else None
+        if (set(shadow) != {"version", "percent"} or not isinstance(shadow["version"], str)
+                or isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100):
+            raise BadRequest(usage)
+        shadow = {"version": shadow["version"], "percent": percent}
+    return {"versions": dict(versions), "shadow": shadow}
 
 
 def _utc(seconds: float) -> str:

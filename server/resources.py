@@ -57,23 +57,34 @@ def check_length(req: falcon.Request, limit: int, what: str) -> None:
         raise PayloadTooLarge(f"{what} of {req.content_length} bytes is over the limit of {limit} bytes", limit=limit)
 
 
-def read_json(req: falcon.Request, limit: int):
-    """The request body as JSON, read no further than `limit` bytes."""
+def read_body(req: falcon.Request, limit: int, binary: bool = False) -> bytes:
+    """The request body, read no further than `limit` bytes: JSON, or also binary data when
+    `binary` (V2's binary tensor data extension)."""
     content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
-    if content_type not in JSON_TYPES and not content_type.endswith("+json"):
+    json_type = content_type in JSON_TYPES or content_type.endswith("+json")
+    if not json_type and not (binary and content_type == "application/octet-stream"):
         raise UnsupportedMediaType(f"the body must be application/json, not {content_type!r}")
     check_length(req, limit, "the body")
     raw = req.bounded_stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+    return raw
+
+
+def parse_json(raw: bytes | memoryview):
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         pass  # not strict JSON: the standard library also reads NaN and Infinity, and says what is wrong
     try:
-        return json.loads(raw)
+        return json.loads(bytes(raw))
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def read_json(req: falcon.Request, limit: int):
+    """The request body as JSON, read no further than `limit` bytes."""
+    return parse_json(read_body(req, limit))
 
 
 class ListModels:
@@ -192,9 +203,21 @@ class Score:
         self.limit = config.max_body_bytes
 
     def on_post(self, req, resp):
+        """The model is named by its id (`model_id`), or by its name and a version or alias
+        (`model_name`, `version`; without one, as /v2 does)."""
         started = time.perf_counter()
-        model_id = req.get_param("model_id", required=True)
-        result = self.registry.score(model_id, read_json(req, self.limit))
+        model_id, model_name = req.get_param("model_id"), req.get_param("model_name")
+        if (model_id is None) == (model_name is None):
+            raise BadRequest("name the model: ?model_id=<id>, or ?model_name=<name> with an optional "
+                             "&version=<version or alias>")
+        payload = read_json(req, self.limit)
+        shadow = None
+        if model_name is not None:
+            target = self.registry.resolve(model_name, req.get_param("version"))
+            model_id, shadow = target.model_id, target.shadow
+            req.context.model_id, req.context.model_version = model_id, target.version
+        result = self.registry.score(model_id, payload, shadow=shadow, request_id=req.context.request_id)
+        req.context.model_version = result.model_version
         answer = {
             "model_id": result.model_id,
             "model_version": result.model_version,
@@ -210,6 +233,35 @@ class Score:
             raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
                                      private=str(exc)) from None
         resp.content_type = falcon.MEDIA_JSON
+
+
+class Aliases:
+    scope = SCORE
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_get(self, req, resp):
+        resp.media = {"aliases": self.registry.aliases()}
+
+
+class Alias:
+    """An alias of a model name: which versions it sends traffic to, by weight, and which version
+    it mirrors a share of that traffic to (`shadow`)."""
+
+    scope, audit = ADMIN, "alias"
+
+    def __init__(self, registry: Registry, config: Config):
+        self.registry = registry
+        self.limit = config.max_body_bytes
+
+    def on_put(self, req, resp, model_name, alias):
+        spec = self.registry.set_alias(model_name, alias, read_json(req, self.limit))
+        resp.media = {"model_name": model_name, "alias": alias, **spec}
+
+    def on_delete(self, req, resp, model_name, alias):
+        self.registry.delete_alias(model_name, alias)
+        resp.media = {"model_name": model_name, "alias": alias, "status": "deleted"}
 
 
 class ServerInfo:
@@ -257,5 +309,5 @@ class Readiness:
             resp.media = {"status": "ready"}
             return
         resp.status = falcon.HTTP_503
-        resp.media = {"status": "loading" if not self.warmup.done else "failed",
-                      "pending": sorted(self.warmup.pending), "failed": self.warmup.failed}
+        status = "draining" if self.warmup.draining else "loading" if not self.warmup.done else "failed"
+        resp.media = {"status": status, "pending": sorted(self.warmup.pending), "failed": self.warmup.failed}

@@ -41,6 +41,10 @@ class Runtime(Protocol):
 
     def predict(self, payload: Any) -> Any: ...
 
+    @property
+    def predict_proba(self) -> Callable[[Any], Any] | None:
+        """Class probabilities for a classifier; None for a model that has none."""
+
     def prepare(self) -> None:
         """Get ready to predict in this process (after a fork): compile fast paths and the like."""
 
@@ -296,6 +300,23 @@ class ScoreModuleRuntime:
             return payload
         return {**payload, "data": data} if isinstance(payload, dict) and "data" in payload else data
 
+    @property
+    def predict_proba(self) -> Callable[[Any], list] | None:
+        """score.py defines predict only: probabilities come from the model load_model() gave, when
+        it is a classifier, on the checked table in the schema's column order."""
+        if not callable(getattr(self._model, "predict_proba", None)):
+            return None
+
+        def probabilities(payload: Any) -> list:
+            table = read_table(payload)
+            check_features(table, self.n_features, self.feature_names)
+            matrix = _in_model_order(table, self.feature_names)
+            if getattr(self._model, "feature_names_in_", None) is not None:  # fitted on a DataFrame
+                matrix = pd.DataFrame(matrix, columns=self.feature_names)
+            return np.asarray(self._model.predict_proba(matrix)).tolist()
+
+        return probabilities
+
     def prepare(self) -> None:
         pass  # the artifact's score.py is foreign code: it predicts as it was written
 
@@ -371,6 +392,20 @@ class SklearnRuntime:
             matrix = pd.DataFrame(matrix, columns=self.feature_names)
         return self._model.predict(matrix).tolist()
 
+    @property
+    def predict_proba(self) -> Callable[[Any], list] | None:
+        """Class probabilities, for a classifier (None otherwise: the core says so to the client)."""
+        if not hasattr(self._model, "predict_proba"):
+            return None
+
+        def probabilities(payload: Any) -> list:
+            matrix = _native_matrix(payload, self)
+            if self.feature_names is not None:
+                matrix = pd.DataFrame(matrix, columns=self.feature_names)
+            return self._model.predict_proba(matrix).tolist()
+
+        return probabilities
+
     def close(self) -> None:
         pass
 
@@ -405,6 +440,25 @@ class _BoosterRuntime:
             return np.argmax(scores, axis=1).tolist()
         return scores.tolist()
 
+    @property
+    def predict_proba(self) -> Callable[[Any], list] | None:
+        """Class probabilities of a classifier, as the scikit-learn wrapper's predict_proba gives
+        them: a binary booster's score is the positive class's."""
+        if self.binary_threshold is None and not self.multiclass:
+            return None
+
+        def probabilities(payload: Any) -> list:
+            scores = self.scores(_native_matrix(payload, self))
+            if self.multiclass:
+                return scores.tolist()
+            positive = self.binary_probability(scores)
+            return np.column_stack([1 - positive, positive]).tolist()
+
+        return probabilities
+
+    def binary_probability(self, scores: np.ndarray) -> np.ndarray:
+        return scores
+
     def close(self) -> None:
         pass
 
@@ -427,6 +481,11 @@ class XGBoostRuntime(_BoosterRuntime):
 
     def compile(self) -> Callable | None:
         return fastpaths.compile_booster_xgboost(self._booster)
+
+    def binary_probability(self, scores: np.ndarray) -> np.ndarray:
+        if self.binary_threshold == 0.0:  # binary:logitraw scores are margins
+            return 1 / (1 + np.exp(-scores))
+        return scores
 
 
 class LightGBMRuntime(_BoosterRuntime):

@@ -4,7 +4,8 @@
 
     uploads/<id>/       metadata.json + artifact.zip of each uploaded model (survive restarts)
     artifacts/<id>/     each model's unpacked artifact, extracted once and shared by all workers
-    state.json          ids of the models this server has loaded; workers reconcile with it
+    state.json          ids of the models this server has loaded, and the aliases of model names;
+                        workers reconcile with it
     quarantine.json     models refused until an admin reloads them, and strikes counting towards it
     tmp/                staging for uploads and extraction, then renamed into place
 
@@ -17,6 +18,7 @@ absent or failing one 503.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import fcntl
 import json
@@ -206,32 +208,53 @@ class LocalStore:
                 raise
 
     def loaded_ids(self) -> frozenset[str]:
-        with self._io("read the model state"):
-            try:
-                return frozenset(json.loads(self.state_file.read_text()).get("loaded", []))
-            except FileNotFoundError:
-                return frozenset()
+        return frozenset(self._read_state().get("loaded", []))
+
+    def aliases(self) -> dict[str, dict[str, dict]]:
+        """{model name: {alias: {"versions": {version: weight}, "shadow": {...} or None}}}."""
+        return self._read_state().get("aliases", {})
 
     def mark_loaded(self, model_id: str) -> None:
         if model_id in self.loaded_ids():
             return  # nothing to write, so an idempotent load answers on a read-only store too
-        with self._state() as loaded:
-            loaded.add(model_id)
+        with self._state() as state:
+            state["loaded"] = sorted({*state.get("loaded", []), model_id})
 
     def mark_removed(self, model_id: str) -> None:
         if model_id not in self.loaded_ids():
             return
-        with self._state() as loaded:
-            loaded.discard(model_id)
+        with self._state() as state:
+            state["loaded"] = sorted(set(state.get("loaded", [])) - {model_id})
+
+    def set_alias(self, name: str, alias: str, spec: dict | None) -> bool:
+        """Set (or, with None, drop) one alias of a model name; False when there was none to drop."""
+        with self._state() as state:
+            aliases = state.setdefault("aliases", {})
+            if spec is not None:
+                aliases.setdefault(name, {})[alias] = spec
+                return True
+            found = aliases.get(name, {}).pop(alias, None) is not None
+            if not aliases.get(name, True):
+                del aliases[name]
+            return found
+
+    def _read_state(self) -> dict:
+        with self._io("read the model state"):
+            try:
+                return json.loads(self.state_file.read_text())
+            except FileNotFoundError:
+                return {}
 
     @contextlib.contextmanager
-    def _state(self) -> Iterator[set[str]]:
+    def _state(self) -> Iterator[dict]:
+        """state.json, read and then written back under the lock when the block changed it.
+        Every worker's sync() sees a change by one stat(), so aliases live here too."""
         with self._io("save the model state"), self._locked():
-            loaded = set(self.loaded_ids())
-            before = set(loaded)
-            yield loaded
-            if loaded != before:
-                self._replace_json(self.state_file, {"loaded": sorted(loaded)})
+            state = self._read_state()
+            before = copy.deepcopy(state)
+            yield state
+            if state != before:
+                self._replace_json(self.state_file, state)
 
     @contextlib.contextmanager
     def _locked(self, timeout_s: float | None = None) -> Iterator[None]:

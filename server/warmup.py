@@ -1,5 +1,5 @@
 """Loads the configured models in the background so the worker answers liveness at once and
-readiness only when they are in.
+readiness only when they are in (and no longer once the worker drains to leave).
 
 A store that fails (read-only, full, unreachable) is waited for, not reported as a failure: the
 warmup retries with capped exponential backoff, so readiness comes back by itself with the store.
@@ -36,6 +36,7 @@ class Warmup:
         self.preload = preload
         self.pending: set[str] = set()
         self.failed: dict[str, str] = {}
+        self.draining = False  # the worker is leaving (SIGTERM): readiness says so before anything else
         self._done = threading.Event()
 
     def start(self) -> "Warmup":
@@ -76,6 +77,9 @@ class Warmup:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def drain(self) -> None:
+        self.draining = True
+
     @property
     def ready(self) -> bool:
-        return self.done and not self.failed
+        return self.done and not self.failed and not self.draining

@@ -14,15 +14,19 @@ app, on one of a few threads. So:
 - every answer the worker writes itself (400, 408, 413, 414, 431, 503, 504) is JSON shaped like
   the app's errors, and a too-large body is drained (bounded) before the 413 so the client,
   still sending, can read it;
-- chunked bodies and `Expect: 100-continue` work, with the same limits as Content-Length ones.
+- chunked bodies and `Expect: 100-continue` work, with the same limits as Content-Length ones;
+- SIGTERM drains the worker (`Worker._drain`): readiness turns false, the listening sockets close
+  (new connections are refused), and what was already sent is answered before it exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -33,11 +37,19 @@ import httptools
 import uvloop
 from gunicorn.workers.base import Worker as GunicornWorker
 
+from . import metrics
 from .config import Config
 from .errors import MISError
 from .guard import watched
 from .logs import log_request
-from .middleware import ADMISSION_ENVIRON, REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, Admission, choose_request_id
+from .middleware import (
+    ADMISSION_ENVIRON,
+    ANSWERED_ENVIRON,
+    REQUEST_ID_ENVIRON,
+    REQUEST_ID_HEADER,
+    Admission,
+    choose_request_id,
+)
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -102,6 +114,11 @@ class Worker(GunicornWorker):
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         loop.create_task(self.deadlines.keep())
+        self.accepting: set[asyncio.Task] = set()  # accepted sockets not yet made Connections
+        stopping = asyncio.Event()
+        # gunicorn's graceful stop (the master's SIGTERM, or our own recycling): drain at once, not
+        # at the next heartbeat, so that the listening sockets close promptly.
+        loop.add_signal_handler(signal.SIGTERM, self._stop, stopping)
         listeners = [listener.sock for listener in self.sockets] + self._own_listeners()
         for sock in listeners:
             sock.setblocking(False)
@@ -114,8 +131,13 @@ class Worker(GunicornWorker):
             if self.abandoned >= self.max_abandoned:
                 self.log.warning("worker %s holds %d abandoned requests: recycling", self.pid, self.abandoned)
                 break
-            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), HEARTBEAT_S)
         await self._drain(loop, listeners)
+
+    def _stop(self, stopping: asyncio.Event) -> None:
+        self.alive = False
+        stopping.set()
 
     def _own_listeners(self) -> list[socket.socket]:
         """A listening socket of this worker's own beside each shared TCP one, in the same
@@ -153,20 +175,31 @@ class Worker(GunicornWorker):
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        loop.create_task(loop.connect_accepted_socket(lambda: Connection(self), conn))
+        task = loop.create_task(loop.connect_accepted_socket(lambda: Connection(self), conn))
+        self.accepting.add(task)
+        task.add_done_callback(self.accepting.discard)
         return True
 
     async def _drain(self, loop: asyncio.AbstractEventLoop, listeners: list) -> None:
-        """Stop accepting, let requests in progress finish (within graceful_timeout), then close."""
+        """Leave in order: readiness turns false; every listening socket, the shared ones too, is
+        closed once the connections already in its backlog are accepted (closing it with any there
+        would reset them; closed, it refuses new ones at once); idle keep-alive connections close;
+        what was sent before is answered (`Connection: close`) within graceful_timeout; then out."""
         self.alive = False
+        getattr(self.wsgi, "on_drain", lambda: None)()
         for sock in listeners:
             loop.remove_reader(sock.fileno())
-        for sock in listeners[len(self.sockets):]:  # our own: connections in its backlog are ours alone
             while self._accept(loop, sock):
                 pass
-            sock.close()
+            sock.close()  # the shared ones stay open in the other workers until they close them too
+        if self.accepting:
+            await asyncio.wait(self.accepting)
+        await asyncio.sleep(0.01)  # a turn of the loop to read what the connections have already received
+        for connection in list(self.connections):
+            if connection.idle():
+                connection.close()
         deadline = time.monotonic() + max(1, self.cfg.graceful_timeout - 2)  # before the master's SIGKILL
-        while any(c.in_progress() for c in self.connections) and time.monotonic() < deadline:
+        while any(c.owes_answer() for c in self.connections) and time.monotonic() < deadline:
             self.notify()
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
@@ -250,6 +283,7 @@ class Connection(asyncio.Protocol):
         self.writable.set()
         self.deferred: tuple | None = None  # refuse()'s arguments for a pipelined request, answered in turn
         self.peer: str | None = None
+        self.answered = 0  # requests answered on this connection
 
     # -- transport events ------------------------------------------------------------------
 
@@ -280,6 +314,16 @@ class Connection(asyncio.Protocol):
         """A request is being read or answered, or an answer is still being sent."""
         return (self.busy or self.request is not None
                 or (self.transport is not None and self.transport.get_write_buffer_size() > 0))
+
+    def idle(self) -> bool:
+        """Kept alive between requests: closed at once when draining (clients do not reuse closed ones)."""
+        return self.answered > 0 and not self.in_progress()
+
+    def owes_answer(self) -> bool:
+        """A draining worker waits for this one: a request is under way, or the connection is new
+        and its first request may be on its way (it gets the header timeout, as any other)."""
+        return self.in_progress() or (self.answered == 0 and self.transport is not None
+                                      and not self.transport.is_closing())
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -387,6 +431,7 @@ class Connection(asyncio.Protocol):
                 await self.writable.wait()
                 keep_alive = request.keep_alive and self.worker.alive
                 self.respond(status, headers, body, keep_alive, head=request.method == b"HEAD")
+                self.answered += 1
                 if not keep_alive:
                     self.close()
                     return
@@ -407,7 +452,8 @@ class Connection(asyncio.Protocol):
 
     async def call_app(self, request: Request) -> tuple[str, list, bytes]:
         watch = Watch(self.worker.deadlines, self.loop)
-        future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, self.environ(request), watch)
+        environ = self.environ(request)
+        future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, environ, watch)
         answer = asyncio.wrap_future(future)
         try:
             done, _ = await asyncio.wait((answer, watch.expired), timeout=self.limits.request_timeout,
@@ -420,6 +466,7 @@ class Connection(asyncio.Protocol):
             log.error("the app failed on request %s (%s): %r", request.id, _target(request), exc)
             return self.own_answer(request, 500, "internal server error; the server log has the details")
         # The client is answered now; the thread runs on (or hangs) and is counted until it ends.
+        environ[ANSWERED_ENVIRON] = True  # its answer, if it ever comes, is not the one the client got
         self.worker.abandoned += 1
         answer.add_done_callback(self._unabandon)
         if watch.expired in done:
@@ -440,15 +487,18 @@ class Connection(asyncio.Protocol):
 
     def own_answer(self, request: Request, status: int, message: str, payload: dict | None = None,
                    headers: dict | None = None, logged: bool = False) -> tuple[str, list, bytes]:
-        """An answer the worker writes itself, with the request's id, and its access line (unless
-        the app already wrote it)."""
+        """An answer the worker writes itself, with the request's id, and its access line and count
+        (unless the app already wrote them)."""
         request.id = request.id or choose_request_id(None)
         if not logged:
             url = httptools.parse_url(request.url) if request.url else None
+            path = _text(url.path) if url else None
             log_request(
                 request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
-                path=_text(url.path) if url else None, status=status, started=request.started, client=self.peer,
+                path=path, status=status, started=request.started, client=self.peer,
                 caller=request.admission.caller, model=None, audit=request.admission.audit)
+            metrics.request_done(metrics.protocol_of(path or ""), request.admission.route or metrics.UNMATCHED, "", "",
+                                 status, time.perf_counter() - request.started)
         return _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
 
     def environ(self, request: Request) -> dict:

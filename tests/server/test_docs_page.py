@@ -143,3 +143,13 @@ def test_docs_page_screenshot(docs_server, tmp_path):
     keep = REPO_ROOT / "var" / "docs-screenshot.png"  # var/ is git-ignored
     keep.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, keep)
+
+
+def test_v2_infer_operation_expands_with_its_demo_examples(docs_server, tmp_path):
+    # The V2 schemas are recursive (TensorData) and shared by $ref: Swagger UI must resolve them all.
+    needles = ("Iris (scikit-learn): two rows of 4 features", "Inference-Header-Content-Length",
+               "application/octet-stream", "model_not_loaded")
+    dom = _rendered_dom(tmp_path, f"{docs_server}/docs#/v2-inference/modelInferV2", *needles)
+    missing = [needle for needle in needles if needle not in dom]
+    assert not missing, f"not rendered: {missing}"
+    assert "resolver error" not in dom.lower()

@@ -17,9 +17,10 @@ from server.guard import (
     PredictGuard,
     captured_output,
     inflight_path,
-    make_inflight_dir,
+    make_run_dir,
     models_in_flight,
-    remove_inflight_dir,
+    remove_run_dir,
+    run_dir,
     watched,
 )
 
@@ -79,13 +80,14 @@ def test_an_orderly_exit_leaves_nothing_to_blame(tmp_path, release):
     assert models_in_flight(path) == []
 
 
-def test_the_in_flight_directory_is_fresh_private_and_never_written_through_a_symlink(tmp_path, monkeypatch):
+def test_the_run_directory_is_fresh_private_and_never_written_through_a_symlink(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(guard_module, "_inflight_dir", None)
-    assert inflight_path(7) is None  # outside gunicorn: no records
+    monkeypatch.setattr(guard_module, "_run_dir", None)
+    assert inflight_path(7) is None and run_dir() is None  # outside gunicorn: no records
     leftover = tmp_path / f"mis-{os.getpid()}"  # a killed server's, or a trap: pids repeat
     leftover.mkdir(mode=0o777)
-    made = make_inflight_dir()
+    made = make_run_dir()
+    assert run_dir() == made
     assert made.parent == tmp_path and made != leftover and made.stat().st_mode & 0o777 == 0o700
     assert inflight_path(7) == made / "7.inflight"
     victim = tmp_path / "victim"
@@ -94,9 +96,9 @@ def test_the_in_flight_directory_is_fresh_private_and_never_written_through_a_sy
     with pytest.raises(OSError):
         Inflight(inflight_path(7), records=2)
     assert victim.read_text() == "precious"
-    second = make_inflight_dir()  # a re-executed master gets its own
+    second = make_run_dir()  # a re-executed master gets its own
     assert second != made
-    remove_inflight_dir()
+    remove_run_dir()
     assert not second.exists() and leftover.is_dir()
 
 

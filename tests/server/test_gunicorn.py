@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -43,6 +44,9 @@ class Gunicorn(GunicornProcess):
 
     def delete(self, path: str, **kwargs) -> requests.Response:
         return requests.delete(self.url + path, timeout=30, **{"headers": self.headers, **kwargs})
+
+    def put(self, path: str, **kwargs) -> requests.Response:
+        return requests.put(self.url + path, timeout=30, **{"headers": self.headers, **kwargs})
 
     def every_worker(self, check) -> set[int]:
         """Ask over fresh connections until `check(response_json_of_serverinfo)` was true in each worker."""
@@ -374,3 +378,48 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(gunicorn):
             conn.close()
     shares = sorted(owners.count(pid) for pid in set(owners))
     assert len(shares) == WORKERS and shares[-1] <= 4 * WORKERS, shares
+
+
+def test_a_stock_v2_client_round_trips_every_framework_and_an_alias_reaches_every_worker(gunicorn):
+    """tritonclient (Triton's own HTTP client, as KServe and MLServer users have it) against the
+    server as deployed: metadata, JSON and binary tensors, and the repository extension."""
+    import tritonclient.http as v2
+
+    server = gunicorn()
+    client = v2.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=60)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.get_server_metadata()["extensions"] == ["model_repository", "binary_tensor_data"]
+        index = client.get_model_repository_index()
+        assert {(e["id"], e["state"]) for e in index} == {(d.id, "READY") for d in DEMO_MODELS}
+        for demo in DEMO_MODELS:
+            X = demo.load_data()[0][:20]
+            metadata = client.get_model_metadata(demo.name)
+            assert metadata["inputs"][0]["shape"] == [-1, X.shape[1]] and metadata["platform"] == demo.framework
+            for binary in (True, False):
+                tensor = v2.InferInput("input-0", list(X.shape), "FP64")
+                tensor.set_data_from_numpy(X, binary_data=binary)
+                result = client.infer(demo.name, [tensor], outputs=[v2.InferRequestedOutput("predict", binary_data=binary)])
+                assert np.allclose(result.as_numpy("predict"), expected_predictions(demo, X), rtol=1e-6)
+                assert result.get_response()["model_version"] == "1"
+
+        iris = "demo-sklearn-iris"
+        client.unload_model(iris)
+        assert not client.is_model_ready(iris)
+        server.every_worker(lambda info: iris not in {m["model_id"] for m in info["models"]})
+        client.load_model(iris)
+        assert client.is_model_ready(iris)
+        server.every_worker(lambda info: iris in {m["model_id"] for m in info["models"]})
+    finally:
+        client.close()
+
+    # An alias set through one worker routes requests in every other one at once.
+    name = quote(next(d.name for d in DEMO_MODELS if d.id == iris))  # aliases belong to names
+    assert server.put(f"/api/v1/aliases/{name}/stable", json={"versions": {"1": 1}}).status_code == 200
+    rows = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}
+    pids = set()
+    for _ in range(20 * WORKERS):
+        answer = server.post(f"/v2/models/{name}/versions/stable/infer", json=rows)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0]
+        pids.add(server.get("/api/v1/serverinfo").json()["worker_pid"])
+    assert len(pids) == WORKERS

@@ -1,0 +1,389 @@
+"""Open Inference Protocol (KServe V2) REST responders, with its repository extension and binary
+tensor data extension: tensors in, the core's payload out, and back. Models, versions, aliases,
+keys, gating and limits are the core's (server/registry.py), exactly as for /api/v1.
+
+A request's tensors become a table for the model: one tensor of shape [rows, features] (or
+[features] for one row), or one tensor per feature, named as the model names its features, each of
+shape [rows] or [rows, 1]. Outputs: `predict` (labels or values) and, for a classifier,
+`predict_proba` (one probability per class). Numbers (labels included) are FP64, text is BYTES: one
+datatype per output, whatever the framework, so metadata and answers agree. A prediction that is no
+tensor (a score.py may answer anything JSON) is a BYTES tensor holding its JSON text.
+"""
+
+from __future__ import annotations
+
+import struct
+from math import prod
+from typing import Any
+
+import falcon
+import numpy as np
+import orjson
+
+from . import __version__
+from .auth import ADMIN, SCORE
+from .config import Config
+from .errors import BadRequest, InvalidInput, ModelNotFound
+from .registry import Registry, Signature, Target, version_order
+from .resources import parse_json, read_body, to_json
+from .warmup import Warmup
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["model_repository", "binary_tensor_data"]
+OUTPUTS = ("predict", "predict_proba")
+
+# V2 datatypes and the numpy types that carry them (little-endian in binary data, as the spec says).
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+# What JSON data of each kind of datatype may hold (numpy's kind of the parsed data).
+_JSON_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "O": "U"}
+# An ADS schema's dtypes, as V2 datatypes.
+_SCHEMA_DATATYPES = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "int32": "INT32", "bool": "BOOL",
+                     "object": "BYTES", "category": "BYTES", "string": "BYTES"}
+
+
+# -- tensors in -------------------------------------------------------------------------------
+
+
+def _tensor_head(tensor: Any, index: int) -> tuple[str, list[int], str]:
+    if not isinstance(tensor, dict):
+        raise BadRequest(f"inputs[{index}] must be an object with name, shape, datatype and data")
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"inputs[{index}] has no name")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+    if datatype not in DATATYPES:
+        raise BadRequest(f"input {name!r}: datatype must be one of {', '.join(DATATYPES)}, not {datatype!r}")
+    return name, shape, datatype
+
+
+def _from_json(name: str, data: Any, datatype: str, count: int) -> np.ndarray:
+    dtype = DATATYPES[datatype]
+    try:
+        values = np.asarray(data).reshape(-1)  # nested (row-major) or flat, as the spec allows
+    except ValueError:
+        raise BadRequest(f"input {name!r}: data is ragged; send it flat or as nested lists of equal length") from None
+    if values.size != count:
+        raise BadRequest(f"input {name!r}: shape holds {count} elements, data has {values.size}")
+    if values.size and values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
+        raise BadRequest(f"input {name!r}: data does not fit datatype {datatype}")
+    if dtype.kind in "iu" and values.size:
+        limits = np.iinfo(dtype)
+        if values.min() < limits.min or values.max() > limits.max:
+            raise BadRequest(f"input {name!r}: a value is out of {datatype}'s range")
+    return values.astype(dtype)
+
+
+def _from_binary(name: str, raw: memoryview, datatype: str, count: int) -> np.ndarray:
+    if datatype != "BYTES":
+        dtype = DATATYPES[datatype]
+        if len(raw) != count * dtype.itemsize:
+            raise BadRequest(f"input {name!r}: {len(raw)} bytes of binary data for {count} {datatype} elements")
+        return np.frombuffer(raw, dtype=dtype)
+    items, offset = [], 0
+    while offset < len(raw):  # each element: its length (4 bytes, little-endian), then its bytes
+        if offset + 4 > len(raw):
+            raise BadRequest(f"input {name!r}: binary BYTES data ends inside an element's length")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        element = bytes(raw[offset + 4:offset + 4 + size])
+        if len(element) != size:
+            raise BadRequest(f"input {name!r}: binary BYTES data ends inside an element")
+        try:
+            items.append(element.decode())
+        except UnicodeDecodeError:
+            raise BadRequest(f"input {name!r}: a BYTES element is not UTF-8 text") from None
+        offset += 4 + size
+    if len(items) != count:
+        raise BadRequest(f"input {name!r}: shape holds {count} elements, binary data has {len(items)}")
+    return np.asarray(items, dtype=object)
+
+
+def read_inputs(request: dict, binary: memoryview) -> list[tuple[str, np.ndarray]]:
+    """The request's input tensors as (name, array of its shape)."""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("the request needs `inputs`, a non-empty list of tensors")
+    tensors, offset = [], 0
+    for index, tensor in enumerate(inputs):
+        name, shape, datatype = _tensor_head(tensor, index)
+        count = prod(shape)
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit the binary data sent")
+            values = _from_binary(name, binary[offset:offset + size], datatype, count)
+            offset += size
+        elif "data" in tensor:
+            values = _from_json(name, tensor["data"], datatype, count)
+        else:
+            raise BadRequest(f"input {name!r} has neither data nor parameters.binary_data_size")
+        tensors.append((name, values.reshape(shape)))
+    if offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")
+    return tensors
+
+
+def model_payload(tensors: list[tuple[str, np.ndarray]]) -> Any:
+    """The table the core scores: rows from one tensor, or a dict of columns from one per feature."""
+    if len(tensors) == 1:
+        name, values = tensors[0]
+        if values.ndim not in (1, 2):
+            raise InvalidInput(f"input {name!r} has shape {list(values.shape)}: send [rows, features], or [features] "
+                               "for one row")
+        return values.tolist()
+    columns, rows = {}, None
+    for name, values in tensors:
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1 or rows not in (None, len(values)):
+            raise InvalidInput(f"input {name!r} has shape {list(values.shape)}: with one input per feature, each is "
+                               "[rows] or [rows, 1], all with the same rows")
+        rows = len(values)
+        columns[name] = values.tolist()
+    return columns
+
+
+# -- tensors out ------------------------------------------------------------------------------
+
+
+def output_tensor(name: str, prediction: Any) -> tuple[dict, np.ndarray]:
+    try:
+        values = np.asarray(prediction)
+    except ValueError:  # ragged
+        values = None
+    if values is None or values.dtype.kind not in "biufU":
+        values = np.asarray([to_json(prediction).decode()], dtype=object)
+    if values.dtype.kind in "biuf":  # labels too: what a model answers must match its metadata
+        datatype, values = "FP64", values.astype("<f8")
+    else:
+        datatype, values = "BYTES", values.astype(object)
+    return {"name": name, "datatype": datatype, "shape": list(values.shape)}, values
+
+
+def _binary(values: np.ndarray) -> bytes:
+    if values.dtype != object:
+        return values.tobytes()
+    encoded = [str(v).encode() for v in values.reshape(-1)]
+    return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+
+
+def requested_outputs(request: dict, available: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """(output name, as binary data) for each output asked for; `predict` when none is."""
+    binary_default = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    asked = request.get("outputs")
+    if asked is None:
+        return [("predict", binary_default)]
+    if not isinstance(asked, list) or not asked or not all(isinstance(o, dict) for o in asked):
+        raise BadRequest("`outputs` must be a non-empty list of objects with a name")
+    wanted = []
+    for output in asked:
+        name = output.get("name")
+        if name not in available:
+            raise BadRequest(f"this model gives the outputs {', '.join(available)}, not {name!r}")
+        wanted.append((name, bool((output.get("parameters") or {}).get("binary_data", binary_default))))
+    return wanted
+
+
+# -- responders -------------------------------------------------------------------------------
+
+
+def _datatype(dtype: str | None, default: str) -> str:
+    return _SCHEMA_DATATYPES.get(dtype or "", default)
+
+
+def model_metadata(name: str, versions: list[str], signature: Signature, platform: str,
+                   aliases: list[str]) -> dict:
+    """Inputs as the model takes them: one [rows, features] tensor when every feature is a number,
+    else one tensor per feature."""
+    types = {n: _datatype(signature.feature_types.get(n), "FP64") for n in signature.feature_names or []}
+    if signature.feature_names and any(t == "BYTES" for t in types.values()):
+        inputs = [{"name": n, "datatype": types[n], "shape": [-1]} for n in signature.feature_names]
+    else:
+        inputs = [{"name": "input-0", "datatype": "FP64", "shape": [-1, signature.n_features or -1]}]
+    text = _datatype(signature.output_type, "FP64") == "BYTES"  # a number of any kind is sent as FP64
+    outputs = [{"name": "predict", "datatype": "BYTES" if text else "FP64", "shape": [-1]}]
+    if "predict_proba" in signature.outputs:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, -1]})
+    return {"name": name, "versions": versions, "platform": platform, "inputs": inputs, "outputs": outputs,
+            "parameters": {"aliases": aliases}}
+
+
+class ServerMetadata:
+    scope = SCORE
+
+    def on_get(self, req, resp):
+        resp.media = {"name": "model-inference-server", "version": __version__, "extensions": EXTENSIONS}
+
+
+class ServerLive:
+    def on_get(self, req, resp):
+        resp.media = {"live": True}
+
+
+class ServerReady:
+    def __init__(self, warmup: Warmup):
+        self.warmup = warmup
+
+    def on_get(self, req, resp):
+        resp.media = {"ready": self.warmup.ready}
+        if not self.warmup.ready:
+            resp.status = falcon.HTTP_503
+
+
+class _ModelResource:
+    scope = SCORE
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def target(self, req, model_name: str, model_version: str | None) -> Target:
+        target = self.registry.resolve(model_name, model_version)
+        req.context.model_id, req.context.model_version = target.model_id, target.version
+        return target
+
+
+class ModelMetadata(_ModelResource):
+    def on_get(self, req, resp, model_name, model_version=None):
+        target = self.target(req, model_name, model_version)
+        info = self.registry.describe(target.model_id)
+        versions = [target.version] if model_version else sorted(self.registry.versions_of(info.name) or
+                                                                   [target.version], key=version_order)
+        resp.media = model_metadata(model_name, versions, self.registry.signature(target.model_id),
+                                    info.framework, sorted(self.registry.aliases().get(info.name, {})))
+
+
+class ModelReady(_ModelResource):
+    def on_get(self, req, resp, model_name, model_version=None):
+        target = self.target(req, model_name, model_version)
+        reason = self.registry.quarantine_reason(target.model_id)
+        resp.media = {"name": model_name, "version": target.version, "ready": reason is None}
+        if reason is not None:
+            resp.status = falcon.HTTP_503
+            resp.media["error"] = f"model {target.model_id!r} is quarantined: {reason}"
+
+
+class ModelInfer(_ModelResource):
+    def __init__(self, registry: Registry, config: Config):
+        super().__init__(registry)
+        self.limit = config.max_body_bytes
+
+    def on_post(self, req, resp, model_name, model_version=None):
+        body = memoryview(read_body(req, self.limit, binary=True))
+        header = req.get_header(HEADER_LENGTH)
+        if header is not None:
+            if not header.isdigit() or not 0 < int(header) <= len(body):
+                raise BadRequest(f"{HEADER_LENGTH} must be the JSON header's length, within the body")
+            request, binary = parse_json(body[:int(header)]), body[int(header):]
+        else:
+            request, binary = parse_json(body), memoryview(b"")
+        if not isinstance(request, dict):
+            raise BadRequest("the inference request must be a JSON object with `inputs`")
+        request_id = request.get("id", req.context.request_id)
+        if not isinstance(request_id, str) or len(request_id) > 256:
+            raise BadRequest("`id` must be a string of at most 256 characters")
+        payload = model_payload(read_inputs(request, binary))
+        target = self.target(req, model_name, model_version)
+        wanted = requested_outputs(request, self.registry.signature(target.model_id).outputs)
+        outputs, tails = [], []
+        for number, (name, as_binary) in enumerate(wanted):
+            result = self.registry.score(target.model_id, payload, output=name, request_id=req.context.request_id,
+                                         shadow=target.shadow if number == 0 else None)
+            head, values = output_tensor(name, result.prediction)
+            if as_binary:
+                tails.append(_binary(values))
+                head["parameters"] = {"binary_data_size": len(tails[-1])}
+            else:
+                head["data"] = values.reshape(-1).tolist()
+            outputs.append(head)
+        answer = to_json({"model_name": model_name, "model_version": target.version, "id": request_id,
+                          "parameters": {"model_id": target.model_id}, "outputs": outputs})
+        if tails:
+            resp.set_header(HEADER_LENGTH, str(len(answer)))
+            resp.content_type = "application/octet-stream"
+            resp.data = answer + b"".join(tails)
+        else:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = answer
+
+
+class RepositoryIndex:
+    scope = SCORE
+
+    def __init__(self, registry: Registry, config: Config):
+        self.registry = registry
+        self.limit = config.max_body_bytes
+
+    def on_post(self, req, resp):
+        body = read_body(req, self.limit)
+        request = parse_json(body) if body.strip() else {}
+        if not isinstance(request, dict) or not isinstance(request.get("ready", False), bool):
+            raise BadRequest('send {} or {"ready": true|false}')
+        loaded = self.registry.loaded_ids()
+        index, page = [], None
+        while True:
+            models, page = self.registry.list_models(None, None, 1000, page)
+            for info in models:
+                reason = self.registry.quarantine_reason(info.id) if info.id in loaded else "not loaded"
+                index.append({"name": info.name, "version": info.version, "state": "READY" if reason is None
+                              else "UNAVAILABLE", "reason": reason or "", "id": info.id})
+            if page is None:
+                break
+        if request.get("ready"):
+            index = [entry for entry in index if entry["state"] == "READY"]
+        resp.media = index
+
+
+class RepositoryLoad:
+    """Loads every version of a model name (or the one model an id names)."""
+
+    scope, audit = ADMIN, "load"
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_post(self, req, resp, model_name):
+        models = self.registry.models_named(model_name)
+        if not models:
+            raise ModelNotFound(f"no model is named {model_name!r}", model_name=model_name)
+        for info in models:
+            self.registry.load(info.id)
+        resp.media = {}
+
+
+class RepositoryUnload:
+    """Unloads every loaded version of a model name; uploads stay stored (unlike removemodel)."""
+
+    scope, audit = ADMIN, "unload"
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def on_post(self, req, resp, model_name):
+        loaded = self.registry.versions_of(model_name).values() or (
+            [model_name] if model_name in self.registry.loaded_ids() else [])
+        if not loaded and not self.registry.models_named(model_name):
+            raise ModelNotFound(f"no model is named {model_name!r}", model_name=model_name)
+        for model_id in list(loaded):
+            self.registry.unload(model_id)
+        resp.media = {}
+
+
+def add_routes(app: falcon.App, registry: Registry, config: Config, warmup: Warmup) -> None:
+    app.add_route("/v2", ServerMetadata())
+    app.add_route("/v2/health/live", ServerLive())
+    app.add_route("/v2/health/ready", ServerReady(warmup))
+    model = "/v2/models/{model_name}"
+    versioned = f"{model}/versions/{{model_version}}"
+    metadata, ready, infer = ModelMetadata(registry), ModelReady(registry), ModelInfer(registry, config)
+    for path in (model, versioned):
+        app.add_route(path, metadata)
+        app.add_route(f"{path}/ready", ready)
+        app.add_route(f"{path}/infer", infer)
+    app.add_route("/v2/repository/index", RepositoryIndex(registry, config))
+    app.add_route("/v2/repository/models/{model_name}/load", RepositoryLoad(registry))
+    app.add_route("/v2/repository/models/{model_name}/unload", RepositoryUnload(registry))

@@ -1,0 +1,216 @@
+"""The Open Inference Protocol (V2) in-process: tensors in and out, binary data, the repository
+extension, and the same core, gating and keys as /api/v1."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from server.demo import DEMO_MODELS
+
+from .keys import keys_document, mount_keys, new_key
+from .test_resources import assert_error, upload
+from .zips import score_artifact
+
+IRIS = "demo-sklearn-iris"
+SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
+
+
+@pytest.fixture
+def loaded(client):
+    for demo in DEMO_MODELS:
+        assert client.simulate_post(f"/api/v1/loadmodel/{demo.id}").status_code == 200
+    return client
+
+
+def infer(client, name, body, version=None, **kwargs):
+    path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+    return client.simulate_post(path, json=body, **kwargs)
+
+
+def tensor(data, shape, datatype="FP64", name="input-0"):
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data}
+
+
+def v1_prediction(client, model_id, rows):
+    return client.simulate_post("/api/v1/score", params={"model_id": model_id}, json=rows).json["prediction"]
+
+
+def test_server_metadata_and_health(client):
+    assert client.simulate_get("/v2").json["extensions"] == ["model_repository", "binary_tensor_data"]
+    assert client.simulate_get("/v2/health/live").json == {"live": True}
+    assert client.simulate_get("/v2/health/ready").json == {"ready": True}
+
+
+@pytest.mark.parametrize("demo", DEMO_MODELS, ids=lambda d: d.id)
+def test_every_framework_answers_as_v1_does_by_id_and_by_name(loaded, demo):
+    X = demo.load_data()[0][:5]
+    expected = v1_prediction(loaded, demo.id, X.tolist())
+    metadata = loaded.simulate_get(f"/v2/models/{demo.id}").json
+    assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, X.shape[1]]}]
+    # ADS's XGBoost artifact loads a Booster, whose predict already is the positive class's probability
+    with_proba = demo.framework != "xgboost"
+    assert [o["name"] for o in metadata["outputs"]] == ["predict", "predict_proba"][:1 + with_proba]
+    assert metadata["platform"] == demo.framework and metadata["versions"] == ["1"]
+    for name in (demo.id, demo.name):
+        flat = infer(loaded, name, {"inputs": [tensor(X.reshape(-1).tolist(), list(X.shape))]}).json
+        nested = infer(loaded, name, {"inputs": [tensor(X.tolist(), list(X.shape), "FP32")]}).json
+        assert flat["model_version"] == "1" and flat["parameters"]["model_id"] == demo.id
+        [output] = flat["outputs"]
+        assert output["name"] == "predict" and output["shape"] == [5]
+        assert output["datatype"] == metadata["outputs"][0]["datatype"]  # the answer is what metadata declares
+        assert np.allclose(output["data"], expected)
+        assert np.allclose(nested["outputs"][0]["data"], expected, atol=1e-5)  # FP32 rounding
+
+
+def test_a_classifier_gives_labels_and_probabilities_as_named_outputs(loaded):
+    body = {"inputs": [tensor([SETOSA, VIRGINICA], [2, 4])], "outputs": [{"name": "predict_proba"}, {"name": "predict"}]}
+    proba, labels = infer(loaded, IRIS, body).json["outputs"]
+    assert labels == {"name": "predict", "datatype": "FP64", "shape": [2], "data": [0.0, 2.0]}
+    assert proba["name"] == "predict_proba" and proba["shape"] == [2, 3]
+    rows = np.asarray(proba["data"]).reshape(2, 3)
+    assert np.allclose(rows.sum(axis=1), 1) and rows.argmax(axis=1).tolist() == [0, 2]
+
+
+def test_one_tensor_per_feature_is_a_table_of_named_columns(loaded):
+    names = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    columns = [tensor([s, v], [2, 1] if i % 2 else [2], name=n) for i, (n, s, v) in enumerate(zip(names, SETOSA, VIRGINICA))]
+    assert infer(loaded, IRIS, {"inputs": columns[::-1]}).json["outputs"][0]["data"] == [0, 2]
+    assert_error(infer(loaded, IRIS, {"inputs": [*columns[:3], tensor([1.0, 2.0], [2], name="colour")]}), 422,
+                 "invalid_input")
+
+
+def binary_request(body: dict, arrays: list[bytes]) -> tuple[bytes, dict]:
+    head = json.dumps(body).encode()
+    return head + b"".join(arrays), {"Inference-Header-Content-Length": str(len(head)),
+                                     "Content-Type": "application/octet-stream"}
+
+
+def read_binary_answer(result) -> tuple[dict, bytes]:
+    size = int(result.headers["inference-header-content-length"])
+    return json.loads(result.content[:size]), result.content[size:]
+
+
+def test_binary_tensor_data_in_and_out(loaded):
+    rows = np.asarray([SETOSA, VIRGINICA], dtype="<f4")
+    body = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
+                        "parameters": {"binary_data_size": rows.nbytes}}],
+            "outputs": [{"name": "predict", "parameters": {"binary_data": True}}, {"name": "predict_proba"}]}
+    data, headers = binary_request(body, [rows.tobytes()])
+    result = loaded.simulate_post(f"/v2/models/{IRIS}/infer", body=data, headers=headers)
+    assert result.status_code == 200 and result.headers["content-type"] == "application/octet-stream"
+    answer, tail = read_binary_answer(result)
+    labels, proba = answer["outputs"]
+    assert labels["parameters"]["binary_data_size"] == len(tail) == 16
+    assert np.frombuffer(tail, dtype="<f8").tolist() == [0.0, 2.0]
+    assert len(proba["data"]) == 6  # JSON, as asked
+
+
+def bytes_elements(values: list[str]) -> bytes:
+    return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+
+
+def test_bytes_tensors_reach_a_model_as_text_in_json_and_binary(client, tmp_path):
+    echo = score_artifact(tmp_path / "echo.zip", """
+        def load_model():
+            return None
+
+        def predict(data, model=None):
+            return {"prediction": [" ".join(str(v) for v in row) for row in data]}
+        """)
+    model_id = upload(client, echo, model_name="echo").json["model_id"]
+    words = [["a", "b"], ["c", "é"]]
+    as_json = infer(client, "echo", {"inputs": [tensor(words, [2, 2], "BYTES")]}).json["outputs"][0]
+    assert as_json == {"name": "predict", "datatype": "BYTES", "shape": [2], "data": ["a b", "c é"]}
+    element_bytes = bytes_elements(["a", "b", "c", "é"])
+    body = {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "BYTES",
+                        "parameters": {"binary_data_size": len(element_bytes)}}],
+            "parameters": {"binary_data_output": True}}
+    data, headers = binary_request(body, [element_bytes])
+    answer, tail = read_binary_answer(client.simulate_post(f"/v2/models/{model_id}/infer", body=data, headers=headers))
+    assert answer["outputs"][0]["parameters"]["binary_data_size"] == len(tail)
+    assert tail == bytes_elements(["a b", "c é"])
+
+
+@pytest.mark.parametrize("body, headers, status, fragment", [
+    ({"inputs": [tensor([1.0, 2.0, 3.0], [2, 2])]}, {}, 400, "shape holds 4 elements"),
+    ({"inputs": [tensor([[1.0, 2.0], [3.0]], [2, 2])]}, {}, 400, "ragged"),
+    ({"inputs": [tensor([1, 2, 3, 4], [1, 4], "FP128")]}, {}, 400, "datatype must be one of"),
+    ({"inputs": [tensor([300, 2, 3, 4], [1, 4], "UINT8")]}, {}, 400, "out of UINT8's range"),
+    ({"inputs": [tensor([1.5, 2, 3, 4], [1, 4], "INT32")]}, {}, 400, "does not fit datatype INT32"),
+    ({"inputs": [tensor(["a", "b", "c", "d"], [1, 4], "FP64")]}, {}, 400, "does not fit datatype FP64"),
+    ({"inputs": [tensor([1.0] * 4, [1, -4])]}, {}, 400, "non-negative"),
+    ({"inputs": [tensor([], [10**9, 10**9])]}, {}, 400, "shape holds"),
+    ({"inputs": []}, {}, 400, "non-empty list"),
+    ({"inputs": [tensor(SETOSA, [1, 4])], "outputs": [{"name": "secrets"}]}, {}, 400, "not 'secrets'"),
+    ({"inputs": [tensor(SETOSA[:3], [1, 3])]}, {}, 422, "expected 4 features"),
+    ({"inputs": [tensor([SETOSA], [1, 1, 4])]}, {}, 422, "[rows, features]"),
+    ({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}]},
+     {}, 400, "does not fit the binary data"),
+    ({"inputs": [tensor(SETOSA, [1, 4])], "id": 7}, {}, 400, "`id` must be a string"),
+])
+def test_malformed_inference_requests_say_what_is_wrong(loaded, body, headers, status, fragment):
+    result = infer(loaded, IRIS, body, headers=headers)
+    assert result.status_code == status, result.text
+    assert fragment in result.json["error"] and "Traceback" not in result.text
+
+
+def test_binary_framing_errors_are_400(loaded):
+    rows = np.asarray([SETOSA], dtype="<f8").tobytes()
+    body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}]}
+    data, headers = binary_request(body, [rows + b"extra"])
+    assert "belong to no input" in loaded.simulate_post(f"/v2/models/{IRIS}/infer", body=data, headers=headers).json["error"]
+    for length in ("0", "-1", "x", str(len(data) + 1)):
+        result = loaded.simulate_post(f"/v2/models/{IRIS}/infer", body=data,
+                                      headers={**headers, "Inference-Header-Content-Length": length})
+        assert_error(result, 400, "bad_request")
+    result = loaded.simulate_post(f"/v2/models/{IRIS}/infer", body=b"\x00\x01", headers={"Content-Type": "image/png"})
+    assert_error(result, 415, "unsupported_media_type")
+
+
+def test_unknown_and_unloaded_models_are_404(client):
+    assert_error(client.simulate_get("/v2/models/nope"), 404, "model_not_loaded")
+    assert_error(infer(client, IRIS, {"inputs": [tensor(SETOSA, [1, 4])]}), 404, "model_not_loaded")
+    assert_error(client.simulate_get(f"/v2/models/{IRIS}/ready"), 404, "model_not_loaded")
+
+
+def test_the_repository_extension_loads_lists_and_unloads_without_deleting_uploads(client, tmp_path):
+    index = client.simulate_post("/v2/repository/index").json
+    assert {(e["id"], e["state"], e["reason"]) for e in index} == {(d.id, "UNAVAILABLE", "not loaded") for d in DEMO_MODELS}
+    assert client.simulate_post("/v2/repository/index", json={"ready": True}).json == []
+    assert client.simulate_post(f"/v2/repository/models/{IRIS}/load", json={}).json == {}
+    assert client.simulate_get(f"/v2/models/{IRIS}/ready").json == {"name": IRIS, "version": "1", "ready": True}
+    assert [e["id"] for e in client.simulate_post("/v2/repository/index", json={"ready": True}).json] == [IRIS]
+
+    constant = score_artifact(tmp_path / "c.zip", """
+        def load_model():
+            return None
+
+        def predict(data, model=None):
+            return [7 for _ in data]
+        """)
+    model_id = upload(client, constant, model_name="constant").json["model_id"]
+    assert client.simulate_post("/v2/repository/models/constant/unload", json={}).json == {}
+    assert_error(infer(client, "constant", {"inputs": [tensor([1.0], [1, 1])]}), 404, "model_not_loaded")
+    assert client.simulate_get(f"/api/v1/getmodelinfo/{model_id}").json["loaded"] is False  # still stored
+    assert client.simulate_post("/v2/repository/models/constant/load").json == {}  # an empty body, as clients send
+    assert infer(client, "constant", {"inputs": [tensor([1.0], [1, 1])]}).json["outputs"][0]["data"] == [7]
+    assert_error(client.simulate_post("/v2/repository/models/nope/load"), 404, "model_not_found")
+    assert_error(client.simulate_post("/v2/repository/index", json={"ready": "yes"}), 400, "bad_request")
+
+
+def test_gating_and_keys_are_the_same_as_v1(make_client, tmp_path):
+    score_key, admin_key = new_key(), new_key()
+    keys_file = mount_keys(tmp_path / "keys", keys_document({"app": (["score"], score_key), "ops": (["admin"], admin_key)}))
+    client = make_client(MIS_API_KEYS_FILE=str(keys_file), MIS_ENV="prod")
+    as_score, as_admin = ({"Authorization": f"Bearer {k}"} for k in (score_key, admin_key))
+    assert client.simulate_get("/v2/health/ready").status_code == 200  # open, as /api/v1's
+    assert_error(client.simulate_get("/v2"), 401, "unauthorized")
+    assert_error(client.simulate_post(f"/v2/repository/models/{IRIS}/load", headers=as_score), 403, "forbidden")
+    assert client.simulate_post(f"/v2/repository/models/{IRIS}/load", headers=as_admin).status_code == 200
+    # the demo model is for env dev: a prod server refuses it on every protocol
+    result = infer(client, IRIS, {"inputs": [tensor(SETOSA, [1, 4])]}, headers=as_score)
+    assert_error(result, 403, "env_mismatch")
