@@ -14,6 +14,7 @@ import pulumi_oci as oci  # noqa: E402
 
 from infra import settings as stack_settings  # noqa: E402
 from infra.cluster import ClusterArgs, ClusterComponent, NodePoolArgs  # noqa: E402
+from infra.devops import IMAGE_DIGEST, DevOpsArgs, DevOpsComponent, MirrorArgs  # noqa: E402
 from infra.iam import IamArgs, IamComponent, KeyGrantsArgs, KeyGrantsComponent  # noqa: E402
 from infra.logs import LogsArgs, LogsComponent  # noqa: E402
 from infra.network import NetworkArgs, NetworkComponent  # noqa: E402
@@ -26,10 +27,12 @@ from infra.workload import (  # noqa: E402
     WorkloadArgs,
     WorkloadComponent,
     oke_load_balancer_annotations,
+    render_yaml,
+    server_manifests,
 )
 
 
-def server_spec(s: stack_settings.Settings, image: pulumi.Input[str], **overrides) -> ServerSpec:
+def server_spec(s: stack_settings.Settings, image: pulumi.Input[str] | None, **overrides) -> ServerSpec:
     server = s.server
     values = dict(
         namespace=server.namespace, service_account=server.service_account, env=s.env, image=image,
@@ -79,6 +82,8 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
         tenancy_id=s.tenancy_id, compartment_id=s.compartment_id, region=s.region, cluster_id=cluster.cluster_id,
         namespace=s.server.namespace, service_account=s.server.service_account,
         model_bucket=buckets["models"], conda_bucket=buckets["condaPacks"],
+        mirror_token_secret_id=s.devops.mirror.access_token_secret_id if s.devops.mirror else None,
+        private_deploy_channel=not s.public_api_endpoint,
     ), pulumi.ResourceOptions(providers=[home]))
     namespace = oci.objectstorage.get_namespace_output(
         compartment_id=s.compartment_id, opts=pulumi.InvokeOutputOptions(provider=region)
@@ -98,19 +103,37 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     ), in_region)
 
     kubernetes = k8s.Provider("oke", kubeconfig=cluster.kubeconfig)
-    image = s.server.image or registries.image_repositories["server"].apply(lambda repo: f"{repo}:{s.server.image_tag}")
+    repository = registries.image_repositories["server"]
+    image = s.server.image or (
+        repository.apply(lambda repo: f"{repo}@{s.server.image_digest}") if s.server.image_digest else None
+    )
     annotations = oke_load_balancer_annotations(network.load_balancer_nsg_id, internal=not net.public_load_balancer)
     registry, pull_secret = None, s.server.image_pull_secret
     if s.registry_user:
         registry = RegistryCredentials(f"{s.region}.ocir.io", s.registry_user, s.registry_auth_token)
         pull_secret = pull_secret or "ocir-pull"
+    pod = dict(service_annotations=annotations, workload_identity=True, image_pull_secret=pull_secret)
     workload = WorkloadComponent(f"{name}-server", WorkloadArgs(
-        spec=server_spec(s, image, service_annotations=annotations, workload_identity=True,
-                         image_pull_secret=pull_secret),
+        spec=server_spec(s, image, **pod),
         api_keys_document=vault.api_keys_document,
         registry=registry,
         deployer_group_id=iam.devops_group_id,
+        pipeline_rollouts=True,
     ), pulumi.ResourceOptions(providers=[kubernetes], depends_on=[storage]))
+    # The release pipeline applies the same objects, the image left for it to fill in by digest.
+    release = server_spec(s, repository.apply(lambda repo: f"{repo}@${{{IMAGE_DIGEST}}}"), **pod)
+    devops = s.devops
+    pipelines = DevOpsComponent(name, DevOpsArgs(
+        compartment_id=s.compartment_id, branch=devops.branch, build_on_push=devops.build_on_push,
+        approvals=devops.approvals,
+        mirror=MirrorArgs(devops.mirror.url, devops.mirror.connection_type, devops.mirror.access_token_secret_id)
+        if devops.mirror else None,
+        image_repositories=registries.image_repositories,
+        manifest=pulumi.Output.from_input(server_manifests(release)).apply(render_yaml),
+        namespace=s.server.namespace, cluster_id=cluster.cluster_id,
+        private_channel_subnet_id=None if s.public_api_endpoint else network.worker_subnet_id,
+        private_channel_nsg_ids=None if s.public_api_endpoint else [network.worker_nsg_id],
+    ), in_region)
 
     pulumi.export("scoringEndpoint", workload.scoring_endpoint)
     pulumi.export("imageRepositories", registries.image_repositories)
@@ -121,6 +144,9 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     pulumi.export("vaultId", vault.vault_id)
     pulumi.export("logGroupId", logs.log_group_id)
     pulumi.export("apiKeySecretIds", vault.secret_ids)
+    pulumi.export("codeRepositoryUrl", pipelines.repository_url)
+    pulumi.export("buildPipelineId", pipelines.build_pipeline_id)
+    pulumi.export("deployPipelineId", pipelines.deploy_pipeline_id)
 
 
 def deploy_hybrid(s: stack_settings.Settings) -> None:

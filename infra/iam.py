@@ -33,6 +33,10 @@ class IamArgs:
     service_account: str
     model_bucket: str
     conda_bucket: str
+    # The DevOps pipelines: the Vault secret a mirrored repository's connection reads, and whether
+    # the deploy stage reaches a private Kubernetes API through a private endpoint in the VCN.
+    mirror_token_secret_id: str | None = None
+    private_deploy_channel: bool = False
 
 
 def _workload(namespace: str, service_account: str, cluster_id: str) -> str:
@@ -66,16 +70,27 @@ def workload_statements(args: IamArgs, cluster_id: str) -> list[str]:
 
 
 def devops_statements(args: IamArgs, group_id: str) -> list[str]:
-    """What the DevOps build and deploy pipelines may do: push images and artifacts, deploy to OKE."""
+    """What the DevOps pipelines' stages need (infra/devops.py), and nothing else."""
     who, where = f"dynamic-group id {group_id}", f"in compartment id {args.compartment_id}"
-    return [
-        f"Allow {who} to use repos {where}",
-        f"Allow {who} to manage generic-artifacts {where}",
-        f"Allow {who} to read all-artifacts {where}",
+    statements = [
+        # BUILD reads the code repository; TRIGGER_DEPLOYMENT_PIPELINE starts the deploy pipeline.
         f"Allow {who} to use devops-family {where}",
+        # BUILD and DELIVER_ARTIFACT push the images to the stack's container repositories.
+        f"Allow {who} to use repos {where}",
+        # The project reports build and deployment events to its topic.
         f"Allow {who} to use ons-topics {where}",
+        # OKE_DEPLOYMENT applies the manifests (the namespace's RBAC narrows what it may change).
         f"Allow {who} to use clusters {where}",
     ]
+    if args.mirror_token_secret_id:
+        statements.append(
+            f"Allow {who} to read secret-bundles {where} where target.secret.id = '{args.mirror_token_secret_id}'"
+        )
+    if args.private_deploy_channel:
+        # The deploy stage's private endpoint to a private Kubernetes API lives in the workers' subnet.
+        statements += [f"Allow {who} to {verb} {where}"
+                       for verb in ("use subnets", "use vnics", "use network-security-groups")]
+    return statements
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ _OCID = re.compile(r"^ocid1\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+$
 _K8S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+# How OCI DevOps logs in to the external repository a mirror copies (a token kept in the Vault).
+MIRROR_CONNECTION_TYPES = ("GITHUB_ACCESS_TOKEN", "GITLAB_ACCESS_TOKEN", "BITBUCKET_CLOUD_APP_PASSWORD")
 
 
 class SettingsError(ValueError):
@@ -78,8 +82,10 @@ class NodePoolSettings:
 class ServerSettings:
     namespace: str
     service_account: str
-    image: str | None  # full reference; OCI mode builds it from the stack's repository when unset
-    image_tag: str
+    image: str | None  # full reference by digest (hybrid mode); OCI mode uses the stack's repository
+    # OCI mode: the image digest Pulumi deploys when it creates the Deployment; None on a new stack,
+    # whose Deployment the release pipeline's first run creates. Rollouts belong to the pipeline.
+    image_digest: str | None
     min_replicas: int
     max_replicas: int
     workers: int
@@ -92,6 +98,21 @@ class ServerSettings:
     service_type: str
     image_pull_secret: str | None
     config: Mapping[str, str]  # further MIS_* tunables for the ConfigMap
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    url: str  # the external repository (https)
+    connection_type: str  # one of MIRROR_CONNECTION_TYPES
+    access_token_secret_id: str  # Vault secret OCID holding the token
+
+
+@dataclass(frozen=True)
+class DevOpsSettings:
+    branch: str  # pushes to it start the build pipeline (when build_on_push)
+    build_on_push: bool
+    approvals: int  # approvals the deploy pipeline waits for before rolling out; 0: none
+    mirror: MirrorSettings | None  # None: a repository hosted in OCI DevOps
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,7 @@ class Settings:
     network: NetworkSettings | None
     cpu_pool: NodePoolSettings | None
     gpu_pool: NodePoolSettings | None
+    devops: DevOpsSettings | None
     vault_type: str
     key_protection_mode: str
     # Days between automatic rotations of the master key; None where OCI cannot rotate it (a DEFAULT vault).
@@ -196,7 +218,10 @@ class _Reader:
             return value.strip().lower() == "true"
         raise self.fail(name, f"must be true or false, got {value!r}")
 
-    def obj(self, name: str, allowed: tuple[str, ...], required: bool = False) -> dict[str, Any] | None:
+    def obj(
+        self, name: str, allowed: tuple[str, ...], required: bool = False, retired: Mapping[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """A mapping setting with only `allowed` keys; `retired` keys fail with what replaced them."""
         raw = self.config.get(name)
         if raw is None:
             if required:
@@ -208,6 +233,9 @@ class _Reader:
             raise self.fail(name, "must be an object (a YAML mapping in the stack file)") from None
         if not isinstance(value, dict):
             raise self.fail(name, "must be an object (a YAML mapping in the stack file)")
+        for key, replacement in (retired or {}).items():
+            if key in value:
+                raise self.fail(f"{name}.{key}", f"is no longer a setting: {replacement}")
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise self.fail(f"{name}.{unknown[0]}", f"is not a known setting (known: {', '.join(allowed)})")
@@ -277,6 +305,7 @@ class _Reader:
                 network=None,
                 cpu_pool=None,
                 gpu_pool=None,
+                devops=None,
                 vault_type="DEFAULT",
                 key_protection_mode="SOFTWARE",
                 key_rotation_days=None,
@@ -325,12 +354,13 @@ class _Reader:
             network=network,
             cpu_pool=self.pool("cpuPool", required=True),
             gpu_pool=self.pool("gpuPool", required=False),
+            devops=self.devops(env),
             vault_type=vault_type,
             key_protection_mode=protection,
             key_rotation_days=rotation_days,
             oci_auth=self.oci.get("auth"),
             oci_profile=self.oci.get("configFileProfile"),
-            **self.registry_credentials(),
+            **self.registry_credentials(server),
             kubeconfig=None,
             kube_context=None,
         )
@@ -341,7 +371,7 @@ class _Reader:
             raise self.fail(name, f"must be a {kind} OCID (ocid1.{kind}.oc1..xxxx), got {value!r}")
         return value
 
-    def registry_credentials(self) -> dict[str, Any]:
+    def registry_credentials(self, server: ServerSettings) -> dict[str, Any]:
         # get_secret: reading a secret key with get() would make Pulumi warn about plain-text use.
         user, token = self.text("registryUser"), self.config.get_secret("registryAuthToken")
         if token is not None and user is None:
@@ -350,7 +380,49 @@ class _Reader:
             raise self.fail(
                 "registryAuthToken", "is required with registryUser (pulumi config set --secret registryAuthToken)"
             )
+        # The stack's repositories are private: a pod on a fresh cluster pulls with the stack's pull secret.
+        if user is None and server.image_pull_secret is None:
+            raise self.fail(
+                "registryUser",
+                "is required (with registryAuthToken) so the pods can pull from the stack's private repository, "
+                "unless server.imagePullSecret names a pull secret you create in the namespace",
+            )
         return {"registry_user": user, "registry_auth_token": token}
+
+    def devops(self, env: str) -> DevOpsSettings:
+        section = "devops"
+        raw = self.obj(section, ("branch", "buildOnPush", "approvals", "mirror")) or {}
+        build_on_push = raw.get("buildOnPush", env == "dev")
+        if not isinstance(build_on_push, bool):
+            raise self.fail(f"{section}.buildOnPush", f"must be true or false, got {build_on_push!r}")
+        # Production moves only by promotion, and a person approves every rollout.
+        if env == "prod" and build_on_push:
+            raise self.fail(f"{section}.buildOnPush", "must be false in prod: prod runs images promoted from qa")
+        approvals = self.field_number(raw, section, "approvals", 1 if env == "prod" else 0)
+        if env == "prod" and approvals < 1:
+            raise self.fail(f"{section}.approvals", "must be at least 1 in prod: a person approves each rollout")
+        mirror = None
+        if "mirror" in raw:
+            spec = raw["mirror"]
+            if not isinstance(spec, dict) or set(spec) != {"url", "connectionType", "accessTokenSecretId"}:
+                raise self.fail(f"{section}.mirror", "must have exactly url, connectionType and accessTokenSecretId")
+            url = self.field_text(spec, f"{section}.mirror", "url")
+            if not url.startswith("https://"):
+                raise self.fail(f"{section}.mirror.url", f"must be an https URL, got {url!r}")
+            if spec["connectionType"] not in MIRROR_CONNECTION_TYPES:
+                raise self.fail(
+                    f"{section}.mirror.connectionType", f"must be one of {', '.join(MIRROR_CONNECTION_TYPES)}"
+                )
+            secret_id = self.field_text(spec, f"{section}.mirror", "accessTokenSecretId")
+            if not _OCID.match(secret_id) or secret_id.split(".")[1] != "vaultsecret":
+                raise self.fail(f"{section}.mirror.accessTokenSecretId", f"must be a Vault secret OCID, got {secret_id!r}")
+            mirror = MirrorSettings(url=url, connection_type=spec["connectionType"], access_token_secret_id=secret_id)
+        return DevOpsSettings(
+            branch=self.field_text(raw, section, "branch", "main", _BRANCH),
+            build_on_push=build_on_push,
+            approvals=approvals,
+            mirror=mirror,
+        )
 
     def kubeconfig(self) -> pulumi.Output[str]:
         # Always a secret: a kubeconfig holds cluster credentials even when set in plain text.
@@ -484,14 +556,20 @@ class _Reader:
         raw = self.obj(
             section,
             (
-                "namespace", "image", "imageTag", "minReplicas", "maxReplicas", "workers", "logLevel",
+                "namespace", "image", "imageDigest", "minReplicas", "maxReplicas", "workers", "logLevel",
                 "cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit", "dataSizeLimit", "serviceType",
                 "imagePullSecret", "config",
             ),
+            retired={"imageTag": "images are deployed by digest, never by tag: set server.imageDigest (sha256:...)"},
         ) or {}
         image = self.field_text(raw, section, "image")
         if hybrid and image is None:
             raise self.fail(f"{section}.image", "is required in hybrid mode (the registry the cluster pulls from)")
+        if image is not None and not _DIGEST.match(image.rpartition("@")[2]):
+            raise self.fail(f"{section}.image", f"must name the image by digest (name@sha256:...), got {image!r}")
+        image_digest = self.field_text(raw, section, "imageDigest", None, _DIGEST)
+        if hybrid and image_digest is not None:
+            raise self.fail(f"{section}.imageDigest", "applies to OCI mode; in hybrid mode server.image carries the digest")
         min_replicas = self.field_number(raw, section, "minReplicas", 2, minimum=1)
         max_replicas = self.field_number(raw, section, "maxReplicas", max(min_replicas, 4), minimum=1)
         if max_replicas < min_replicas:
@@ -499,9 +577,6 @@ class _Reader:
         log_level = self.field_text(raw, section, "logLevel", "info")
         if log_level not in LOG_LEVELS:
             raise self.fail(f"{section}.logLevel", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-        image_tag = self.field_text(raw, section, "imageTag", "latest")
-        if env == "prod" and image is None and image_tag == "latest":
-            raise self.fail(f"{section}.imageTag", "must pin a release tag in prod, not latest")
         service_type = self.field_text(raw, section, "serviceType", "ClusterIP" if hybrid else "LoadBalancer")
         if service_type not in SERVICE_TYPES:
             raise self.fail(f"{section}.serviceType", f"must be one of {', '.join(SERVICE_TYPES)}")
@@ -513,11 +588,14 @@ class _Reader:
                 raise self.fail(f"{section}.config.{name}", "is not a settable MIS_* variable")
             if not isinstance(value, (str, int, float, bool)):
                 raise self.fail(f"{section}.config.{name}", "must be a scalar value")
+            # The image has no oracle-ads (the `demo` set): a server told to build the demo models stops at start.
+            if name == "MIS_DEMO_MODELS" and str(value).strip().lower() != "false":
+                raise self.fail(f"{section}.config.{name}", "can only be false: the server image cannot build demo models")
         return ServerSettings(
             namespace=self.field_text(raw, section, "namespace", "mis", _NAME),
             service_account="model-inference-server",
             image=image,
-            image_tag=image_tag,
+            image_digest=image_digest,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             workers=self.field_number(raw, section, "workers", 2, minimum=1),

@@ -1,10 +1,14 @@
 """Workload: the Model Inference Server's Kubernetes objects, on OKE or any cluster (hybrid mode).
 
 `server_manifests()` is the one definition of the server's objects, as plain dicts: Pulumi
-declares each of them here, and the release pipeline renders the same function into its inline
-manifest with the image tag as a `${...}` placeholder. Only the API keys Secret (whose value comes
-from the Vault) and the deployers' RoleBinding are added here, because a pipeline never carries
-secrets or cluster wiring.
+declares each of them here, and the release pipeline carries the same function's output as its
+inline manifest with the image digest as a `${...}` placeholder (`render_yaml`). Only the API keys
+Secret (whose value comes from the Vault), the image pull secret and the deployers' RBAC are added
+here, because a pipeline never carries secrets or cluster wiring.
+
+Where the release pipeline rolls the image (`pipeline_rollouts`), Pulumi creates the Deployment
+once and then leaves its image alone, so a later `pulumi up` never rolls back what the pipeline
+deployed.
 
 Container contract: port 8080, MIS_* variables, health probes under /api/v1/health, a writable
 MIS_DATA_DIR, and the API keys as a file (never as an environment variable).
@@ -21,6 +25,7 @@ from typing import Any, Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 NAME = "model-inference-server"
 PORT = 8080
@@ -30,7 +35,8 @@ TMP_DIR = "/tmp"  # nosec B108 # the container's own emptyDir, shared with nobod
 API_KEYS_FILE = "keys.json"
 API_KEYS_SECRET = f"{NAME}-api-keys"
 CONFIG_MAP = f"{NAME}-config"
-USER_ID = 10001  # any non-root uid: the image must not rely on a named user
+USER_ID = 10001  # the image's USER (pipelines/Containerfile); numeric, so runAsNonRoot can check it
+IMAGE_FIELD = "spec.template.spec.containers[0].image"  # the Deployment field the release pipeline owns
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ class ServerSpec:
     namespace: str
     service_account: str
     env: str
-    image: str
+    # By digest. None only where the release pipeline creates the Deployment (no digest known yet).
+    image: pulumi.Input[str] | None
     min_replicas: int
     max_replicas: int
     workers: int
@@ -61,9 +68,7 @@ class ServerSpec:
 def accepted_findings(spec: ServerSpec) -> dict[str, str]:
     """checkov's Kubernetes findings that the Deployment accepts on purpose, as the annotations that
     tell checkov so (`checkov.io/skipN: CHECK=reason`; checkov splits on "=", so no "=" in a reason)."""
-    accepted = [("CKV_K8S_43", "images are referenced by tag; promotion by digest is the release pipeline's job")]
-    if spec.env != "prod":
-        accepted.append(("CKV_K8S_14", "dev and qa run the newest build on purpose; prod pins a release tag"))
+    accepted = []
     if spec.workload_identity:
         accepted.append(("CKV_K8S_38", "OKE workload identity exchanges this token for the pod's OCI credentials"))
     return {f"checkov.io/skip{n}": f"{check}={reason}" for n, (check, reason) in enumerate(accepted, 1)}
@@ -82,7 +87,9 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
     def meta(name: str, **extra) -> dict[str, Any]:
         return {"name": name, "namespace": spec.namespace, "labels": labels, **extra}
 
-    config = {"MIS_WORKERS": str(spec.workers), "MIS_LOG_LEVEL": spec.log_level, **spec.config}
+    # The server's own default builds demo models, which needs oracle-ads: the image has none.
+    config = {"MIS_WORKERS": str(spec.workers), "MIS_LOG_LEVEL": spec.log_level, "MIS_DEMO_MODELS": "false",
+              **spec.config}
     # Pods restart when the configuration changes, which a ConfigMap alone does not cause.
     config_checksum = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     restricted = {
@@ -103,7 +110,8 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
         "containers": [{
             "name": "server",
             "image": spec.image,
-            # A tag can move (dev's latest), and a cached image must not spare a pod its pull credentials.
+            # The digest pins the bytes; Always still makes every pod start show the registry its pull
+            # credentials, so an image cached on a shared node serves no pod that lacks them.
             "imagePullPolicy": "Always",
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             "env": [
@@ -207,6 +215,60 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
     ]
 
 
+# Where each kind of server object lives in the API, for the deployers' RBAC rules.
+_API_RESOURCES = {
+    "Namespace": ("", "namespaces"),
+    "ServiceAccount": ("", "serviceaccounts"),
+    "ConfigMap": ("", "configmaps"),
+    "Deployment": ("apps", "deployments"),
+    "Service": ("", "services"),
+    "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+}
+
+
+def deployer_rbac(spec: ServerSpec, group: pulumi.Input[str]) -> list[dict[str, Any]]:
+    """What the release pipeline's OKE stage may do: apply exactly the kinds server_manifests() holds
+    in the namespace (and roll them back, which is applying again), watch the rollout, and patch
+    (never create or delete) the namespace itself. No Secrets: the `edit` ClusterRole would read them."""
+    name = f"{NAME}-deployer"
+    namespaced = sorted({_API_RESOURCES[m["kind"]] for m in server_manifests(spec) if m["kind"] != "Namespace"})
+    groups = sorted({api_group for api_group, _ in namespaced})
+    rules = [
+        {"apiGroups": [api_group], "resources": [r for g, r in namespaced if g == api_group],
+         "verbs": ["get", "list", "watch", "create", "update", "patch"]}
+        for api_group in groups
+    ] + [
+        # Rollout status reads the Deployment's ReplicaSets and their pods.
+        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    ]
+    subjects = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": spec.namespace}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": spec.namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": subjects},
+        # Namespaces are cluster-scoped: a ClusterRole limited by name to this one.
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": f"{name}-{spec.namespace}"},
+         "rules": [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [spec.namespace],
+                    "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{name}-{spec.namespace}"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{name}-{spec.namespace}"},
+         "subjects": subjects},
+    ]
+
+
+def render_yaml(manifests: list[dict[str, Any]]) -> str:
+    """Manifests as one multi-document YAML text, in order (kubectl apply -f, the pipeline's artifact)."""
+    return yaml.safe_dump_all(manifests, sort_keys=False)
+
+
 def oke_load_balancer_annotations(nsg_id: pulumi.Input[str], internal: bool) -> dict[str, Any]:
     """How OKE's cloud controller should build the Service's load balancer: a flexible one in our
     NSG, whose rules the network component manages (so the controller must not edit any)."""
@@ -233,7 +295,10 @@ _RESOURCE_CLASSES = {
     "HorizontalPodAutoscaler": k8s.autoscaling.v2.HorizontalPodAutoscaler,
     "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget,
     "NetworkPolicy": k8s.networking.v1.NetworkPolicy,
+    "Role": k8s.rbac.v1.Role,
     "RoleBinding": k8s.rbac.v1.RoleBinding,
+    "ClusterRole": k8s.rbac.v1.ClusterRole,
+    "ClusterRoleBinding": k8s.rbac.v1.ClusterRoleBinding,
 }
 
 
@@ -262,6 +327,9 @@ class WorkloadArgs:
     registry: RegistryCredentials | None = None
     # OKE: the DevOps pipelines' dynamic group, which deploys into the namespace.
     deployer_group_id: pulumi.Input[str] | None = None
+    # The release pipeline rolls the image: Pulumi creates the Deployment (if spec.image is known)
+    # and never changes its image afterwards.
+    pipeline_rollouts: bool = False
 
 
 class WorkloadComponent(pulumi.ComponentResource):
@@ -272,6 +340,8 @@ class WorkloadComponent(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mis:infra:Workload", name, None, opts)
         spec = args.spec
+        if spec.image is None and not args.pipeline_rollouts:
+            raise ValueError("the server image is unknown and no release pipeline creates the Deployment")
         manifests = server_manifests(spec)
         namespace = _declare(f"{name}-namespace", manifests[0], pulumi.ResourceOptions(parent=self))
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
@@ -297,20 +367,19 @@ class WorkloadComponent(pulumi.ComponentResource):
         declared = {}
         for manifest in manifests[1:]:
             kind = manifest["kind"]
+            if kind == "Deployment" and spec.image is None:
+                continue  # the release pipeline's first run creates it
             depends = [namespace, secret, *pull_secret] if kind == "Deployment" else [namespace]
+            ignore = [IMAGE_FIELD] if kind == "Deployment" and args.pipeline_rollouts else None
             declared[kind] = _declare(
-                f"{name}-{kind.lower()}", manifest, pulumi.ResourceOptions(parent=self, depends_on=depends)
+                f"{name}-{kind.lower()}", manifest,
+                pulumi.ResourceOptions(parent=self, depends_on=depends, ignore_changes=ignore),
             )
         if args.deployer_group_id is not None:
-            # OKE maps IAM principals to RBAC subjects; the pipelines may edit this namespace only.
-            _declare(f"{name}-deployers", {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": f"{NAME}-deployers", "namespace": spec.namespace},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": args.deployer_group_id},
-                ],
-            }, in_namespace)
+            # OKE maps IAM principals to RBAC subjects: the dynamic group's OCID names the group.
+            for manifest in deployer_rbac(spec, args.deployer_group_id):
+                _declare(f"{name}-deployer-{manifest['kind'].lower()}", manifest,
+                         in_namespace if manifest["metadata"].get("namespace") else pulumi.ResourceOptions(parent=self))
 
         if spec.service_type == "LoadBalancer":
             self.scoring_endpoint = declared["Service"].status.apply(_load_balancer_url)

@@ -147,8 +147,16 @@ def test_hybrid_mode_needs_no_oci_settings():
 
 
 def test_registry_user_and_token_come_together():
-    fails({**base(), f"{P}:registryUser": "exampletenancyns/ci-bot"}, f"{P}:registryAuthToken")
-    fails({**base(), f"{P}:registryAuthToken": "token"}, f"{P}:registryUser")
+    without = {k: v for k, v in base().items() if k not in (f"{P}:registryUser", f"{P}:registryAuthToken")}
+    fails({**without, f"{P}:registryUser": "exampletenancyns/ci-bot"}, f"{P}:registryAuthToken")
+    fails({**without, f"{P}:registryAuthToken": "token"}, f"{P}:registryUser")
+
+
+def test_oci_stacks_need_a_way_to_pull_from_their_private_repository():
+    without = {k: v for k, v in base().items() if k not in (f"{P}:registryUser", f"{P}:registryAuthToken")}
+    message = fails(without, f"{P}:registryUser")
+    assert "server.imagePullSecret" in message
+    assert load(edit(without, "server", imagePullSecret="ocir-pull")).server.image_pull_secret == "ocir-pull"
 
 
 # -- who may reach the Kubernetes API and the scoring endpoint ------------------------------------

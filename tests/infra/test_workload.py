@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra import settings
+from infra import render, settings
 from infra.workload import API_KEYS_DIR, ServerSpec, accepted_findings, server_manifests
 from tests.infra import harness
 
@@ -20,7 +20,7 @@ from tests.infra import harness
 def spec(**changes) -> ServerSpec:
     values = dict(
         namespace="mis", service_account="model-inference-server", env="qa",
-        image="iad.ocir.io/ns/mis/model-inference-server:${BUILDRUN_HASH}", min_replicas=2, max_replicas=4,
+        image="iad.ocir.io/ns/mis/model-inference-server@${IMAGE_DIGEST}", min_replicas=2, max_replicas=4,
         workers=2, log_level="info", cpu_request="500m", cpu_limit="2", memory_request="1Gi",
         memory_limit="4Gi", data_size_limit="10Gi", service_type="LoadBalancer", instance="qa-sanjose",
     )
@@ -36,7 +36,7 @@ def test_manifests_validate_strictly_for_every_supported_version(minor):
 
 def test_the_image_placeholder_survives_for_the_release_pipeline():
     deployment = next(m for m in server_manifests(spec()) if m["kind"] == "Deployment")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":${BUILDRUN_HASH}")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@${IMAGE_DIGEST}")
 
 
 def test_manifests_are_plain_data_with_no_secret_values():
@@ -89,8 +89,9 @@ def test_accepted_checkov_findings_depend_on_the_stack():
     def checks(**changes):
         return sorted(value.split("=")[0] for value in accepted_findings(spec(**changes)).values())
 
-    assert checks(env="prod") == ["CKV_K8S_43"]
-    assert checks(env="dev", workload_identity=True) == ["CKV_K8S_14", "CKV_K8S_38", "CKV_K8S_43"]
+    # Images are by digest in every env: only the workload identity token is an accepted finding.
+    assert checks(env="prod") == checks(env="dev") == []
+    assert checks(env="dev", workload_identity=True) == ["CKV_K8S_38"]
     for value in accepted_findings(spec(env="dev", workload_identity=True)).values():
         check, reason = value.split("=")  # checkov's own parsing: exactly one "=", then the reason
         assert check.startswith("CKV_K8S_") and len(reason.split()) >= 5
@@ -107,11 +108,17 @@ def checkov() -> Path:
 
 
 def test_checkov_passes_every_stacks_kubernetes_objects(tmp_path):
-    # The objects exactly as Pulumi declares them (Secrets and RoleBinding included), one file per stack.
+    # The objects exactly as Pulumi declares them (Secrets and RBAC included), one file per stack, and
+    # the release pipeline's manifest of each OCI stack (`python -m infra.render STACK --show pipeline`).
+    scanned = set()
     for stack in harness.STACKS:
-        resources = harness.stack_run(stack).resources
-        objects = [harness.inputs(r) for r in resources if r.type.startswith("kubernetes:")]
+        run = harness.stack_run(stack)
+        objects = [harness.inputs(r) for r in run.resources if r.type.startswith("kubernetes:")]
         (tmp_path / f"{stack}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+        scanned.add(f"{stack}.yaml")
+        if stack in harness.OCI_STACKS:
+            (tmp_path / f"{stack}-pipeline.yaml").write_text(render.pipeline_manifest(run))
+            scanned.add(f"{stack}-pipeline.yaml")
     # One run for all stacks (checkov starts slowly), offline, from a directory with no checkov config,
     # and blind to CKV_* variables that could skip checks.
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CKV_", "BC_", "PRISMA_"))}
@@ -129,10 +136,8 @@ def test_checkov_passes_every_stacks_kubernetes_objects(tmp_path):
     assert not failures, "checkov failed:\n" + "\n".join(failures)
     assert summary["parsing_errors"] == 0
     # Not vacuous: every stack's file was scanned and passed checks.
-    assert {check["file_path"].lstrip("/") for check in results["passed_checks"]} == {
-        f"{stack}.yaml" for stack in harness.STACKS
-    }
-    assert summary["passed"] >= 50 * len(harness.STACKS)
+    assert {check["file_path"].lstrip("/") for check in results["passed_checks"]} == scanned
+    assert summary["passed"] >= 50 * len(scanned)
     for check in results["skipped_checks"]:
         reason = check["check_result"].get("suppress_comment", "")
         assert reason.strip() and reason != "No comment provided", f"{check['check_id']} is skipped without a reason"
