@@ -37,6 +37,7 @@ def server_spec(s: stack_settings.Settings, image: pulumi.Input[str] | None, **o
     values = dict(
         namespace=server.namespace, service_account=server.service_account, env=s.env, image=image,
         min_replicas=server.min_replicas, max_replicas=server.max_replicas, workers=server.workers,
+        in_flight_target=server.in_flight_target,
         log_level=server.log_level, cpu_request=server.cpu_request, cpu_limit=server.cpu_limit,
         memory_request=server.memory_request, memory_limit=server.memory_limit,
         data_size_limit=server.data_size_limit, service_type=server.service_type, instance=s.stack,

@@ -88,6 +88,8 @@ class ServerSettings:
     image_digest: str | None
     min_replicas: int
     max_replicas: int
+    # Scale on the server's in-flight requests per pod (where a metrics adapter serves it), beside CPU.
+    in_flight_target: int | None
     workers: int
     log_level: str
     cpu_request: str
@@ -556,7 +558,7 @@ class _Reader:
         raw = self.obj(
             section,
             (
-                "namespace", "image", "imageDigest", "minReplicas", "maxReplicas", "workers", "logLevel",
+                "namespace", "image", "imageDigest", "minReplicas", "maxReplicas", "inFlightTarget", "workers", "logLevel",
                 "cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit", "dataSizeLimit", "serviceType",
                 "imagePullSecret", "config",
             ),
@@ -598,6 +600,7 @@ class _Reader:
             image_digest=image_digest,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
+            in_flight_target=self.field_number(raw, section, "inFlightTarget", None, minimum=1),
             workers=self.field_number(raw, section, "workers", 2, minimum=1),
             log_level=log_level,
             cpu_request=self.field_text(raw, section, "cpuRequest", "500m", _QUANTITY),

@@ -36,7 +36,14 @@ API_KEYS_FILE = "keys.json"
 API_KEYS_SECRET = f"{NAME}-api-keys"
 CONFIG_MAP = f"{NAME}-config"
 USER_ID = 10001  # the image's USER (pipelines/Containerfile); numeric, so runAsNonRoot can check it
-IMAGE_FIELD = "spec.template.spec.containers[0].image"  # the Deployment field the release pipeline owns
+# Shutdown: the preStop pause lets the Service drop the pod before it stops accepting (endpoints are
+# removed while it sleeps); then the server has MIS_GRACEFUL_TIMEOUT_S to answer what it was sent
+# (server/worker.py); the kubelet's SIGKILL comes only after both, with a margin.
+PRESTOP_PAUSE_S = 5
+SERVER_GRACE_S = 30
+TERMINATION_GRACE_S = PRESTOP_PAUSE_S + SERVER_GRACE_S + 5
+IMAGE_FIELD = "spec.template.spec.containers[0].image"
+IN_FLIGHT_METRIC = "mis_requests_in_flight"  # the server's gauge (server/metrics.py), per pod  # the Deployment field the release pipeline owns
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class ServerSpec:
     config: Mapping[str, str] = field(default_factory=dict)
     # OKE workload identity needs the service account token in the pod and the proxymux port.
     workload_identity: bool = False
+    # Average in-flight requests per pod to scale at (the pods metric IN_FLIGHT_METRIC, which a metrics
+    # adapter serves from Prometheus); None scales on CPU alone.
+    in_flight_target: int | None = None
 
 
 def accepted_findings(spec: ServerSpec) -> dict[str, str]:
@@ -99,7 +109,7 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
     pod_spec: dict[str, Any] = {
         "serviceAccountName": spec.service_account,
         "automountServiceAccountToken": spec.workload_identity,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": USER_ID,
@@ -119,7 +129,9 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
                 {"name": "MIS_BIND", "value": f"0.0.0.0:{PORT}"},
                 {"name": "MIS_DATA_DIR", "value": DATA_DIR},
                 {"name": "MIS_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE}"},
+                {"name": "MIS_GRACEFUL_TIMEOUT_S", "value": str(SERVER_GRACE_S)},
             ],
+            "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_PAUSE_S)]}}},
             "envFrom": [{"configMapRef": {"name": CONFIG_MAP}}],
             "resources": {
                 "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
@@ -193,8 +205,13 @@ def server_manifests(spec: ServerSpec) -> list[dict[str, Any]]:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
             "minReplicas": spec.min_replicas,
             "maxReplicas": spec.max_replicas,
+            # With several metrics the HPA takes the largest proposal, and one it cannot read (no
+            # adapter) never scales down: CPU stays the floor and the fallback.
             "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}] + ([
+                {"type": "Pods", "pods": {"metric": {"name": IN_FLIGHT_METRIC}, "target": {
+                    "type": "AverageValue", "averageValue": str(spec.in_flight_target)}}}]
+                if spec.in_flight_target else []),
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
         }},
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(NAME), "spec": {

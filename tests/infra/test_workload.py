@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from infra import render, settings
+from server.config import Config
 from infra.workload import API_KEYS_DIR, ServerSpec, accepted_findings, server_manifests
 from tests.infra import harness
 
@@ -58,6 +59,28 @@ def test_config_change_rolls_the_pods():
 
     assert checksum(spec()) != checksum(spec(log_level="debug"))
     assert checksum(spec()) == checksum(spec())
+
+
+def test_a_stopping_pod_leaves_the_service_then_drains_before_the_kubelet_kills_it():
+    pod = server_manifests(spec())[3]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    grace = Config.from_env({**env, "MIS_AUTH": "on"}).graceful_timeout_s  # what the server will take
+    assert pause >= container["readinessProbe"]["periodSeconds"]  # a probe's worth for endpoints to go
+    assert pod["terminationGracePeriodSeconds"] > pause + grace
+
+
+def test_the_autoscaler_scales_on_in_flight_requests_when_asked_and_always_on_cpu():
+    def metrics(**changes):
+        return next(m for m in server_manifests(spec(**changes)) if m["kind"] == "HorizontalPodAutoscaler")["spec"]["metrics"]
+
+    assert [m["type"] for m in metrics()] == ["Resource"]
+    cpu, pods = metrics(in_flight_target=8)
+    assert cpu["resource"]["name"] == "cpu"
+    assert pods["pods"] == {"metric": {"name": "mis_requests_in_flight"},
+                            "target": {"type": "AverageValue", "averageValue": "8"}}
+    assert "mis_requests_in_flight" in Path("server/metrics.py").read_text()  # the gauge the server exports
 
 
 def test_api_keys_are_a_read_only_file_mount():
