@@ -535,16 +535,20 @@ class Registry:
         with self._lock:
             if self._shadows_pending >= SHADOW_QUEUE:
                 self.shadows_dropped += 1
+                metrics.shadow(model_id, "", "dropped", 0.0)
                 log_shadow(request_id=request_id, model=model_id, outcome="dropped", primary=primary.model_id)
                 return
             self._shadows_pending += 1
 
         def run() -> None:
+            started = time.perf_counter()
             try:
                 result = self._score(model_id, payload, output)
             except MISError as exc:
+                metrics.shadow(model_id, "", exc.code, time.perf_counter() - started)
                 log_shadow(request_id=request_id, model=model_id, outcome=exc.code, primary=primary.model_id)
             else:
+                metrics.shadow(model_id, result.model_version, "ok", time.perf_counter() - started)
                 log_shadow(request_id=request_id, model=model_id, outcome="ok", primary=primary.model_id,
                            version=result.model_version, predict_ms=round(result.predict_ms, 3),
                            agrees=result.prediction == primary.prediction, prediction=result.prediction)

@@ -99,6 +99,8 @@ def test_shadow_traffic_is_logged_never_returned_and_never_waited_for(client, tm
     assert len(lines) == 3
     assert {(line["model"], line["primary"], line["outcome"], line["agrees"], line["prediction"]) for line in lines} == {
         (slow, versions["1"], "ok", False, "[11]")}
+    scrape = client.simulate_get("/metrics").text
+    assert f'mis_shadow_requests_total{{model="{slow}",outcome="ok",version="11"}}' in scrape
 
 
 def test_alias_changes_are_checked(client, versions):
