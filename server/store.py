@@ -293,6 +293,8 @@ class LocalStore:
         now = time.time()
         with self._io("record a strike against the model"), self._locked(lock_timeout_s):
             data = self._quarantine()
+            if model_id in data.get("quarantined", {}):
+                return None  # already out of service (two workers died of it at once): one quarantine
             strikes = [t for t in data.setdefault("strikes", {}).get(model_id, []) if now - t < window_s] + [now]
             data["strikes"][model_id] = strikes
             quarantined = None

@@ -204,3 +204,15 @@ def test_staging_leftovers_are_swept_once_stale(store):
     assert sorted(p.name for p in store.tmp.iterdir()) == ["extraction-in-progress", "upload-in-progress.zip"]
     sweep_staging(store.root, older_than_s=0)
     assert list(store.tmp.iterdir()) == []
+
+
+def test_a_model_is_quarantined_once_however_many_strikes_arrive_after(store):
+    assert store.record_strike("m", "timed out", limit=2, window_s=60) is None
+    reason = store.record_strike("m", "timed out", limit=2, window_s=60)
+    assert reason == "timed out (2 times in 60 s)" and store.quarantined() == {"m": reason}
+    # two workers that died of it at once, with one strike enough: one quarantine (one audit line, one count)
+    assert store.record_strike("n", "its worker died while it predicted", limit=1, window_s=60) is not None
+    assert store.record_strike("n", "its worker died while it predicted", limit=1, window_s=60) is None
+    assert store.record_strike("m", "timed out", limit=1, window_s=60) is None
+    assert store.quarantined()["m"] == reason
+    assert store.release("m") and store.record_strike("m", "timed out", limit=2, window_s=60) is None  # counts anew
