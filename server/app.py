@@ -16,6 +16,7 @@ from . import __version__, metrics, resources, v2
 from .auth import ADMIN, ApiKeys, Gate
 from .catalog import LocalCatalog
 from .config import Config
+from .environment import ServerEnvironment
 from .errors import MISError
 from .guard import PredictGuard, inflight_path, models_in_flight
 from .logs import audit_server_change, configure_json_logs, log_request
@@ -46,6 +47,8 @@ def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=N
         upload_envs=config.upload_envs,
         max_in_memory=config.max_loaded_models,
         pinned=frozenset(config.preload or ()),
+        environment=ServerEnvironment.detect(config.conda_slug),
+        env_compat=config.env_compat,
     )
 
 

@@ -39,12 +39,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MIS_API_KEYS_FILE": ("", "JSON file of API keys (`{\"keys\": [{\"name\", \"scopes\", \"key\"}]}`), re-read when it changes. Required unless MIS_AUTH=off."),
     "MIS_AUTH": ("on", "`on`: every model operation needs an API key from MIS_API_KEYS_FILE. `off`: no authentication, allowed only on a loopback MIS_BIND."),
     "MIS_UPLOAD_ENVS": ("", "Envs an upload may claim, comma-separated, or `*`. Empty: on a gated server (MIS_ENV set) uploads start with no env and an admin promotes them; on an ungated one any env."),
+    "MIS_ENV_COMPAT": ("warn", "What to do with an artifact whose runtime.yaml or taxonomy does not match this server's environment (Conda slug, Python minor version, the framework's major version): `strict` refuses it (409), `warn` loads it and reports the mismatch (getmodelinfo, serverinfo, metrics), `off` does not look."),
+    "MIS_CONDA_SLUG": ("", "The Conda environment slug this server runs in (as OCI Data Science names packs, e.g. generalml_p311_cpu_x86_64_v1); empty: the active Conda environment's name, if any. Compared case-insensitively with each artifact's INFERENCE_ENV_SLUG."),
     "MIS_ERROR_DETAIL": ("admin", "Who sees a model's own exception text in error answers: `admin` keys (everyone when MIS_AUTH=off), `all` or `none`. The log always has it."),
 }
 
 _BIND = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 _CATALOGS = ("local",)
 _ERROR_DETAIL = ("admin", "all", "none")
+ENV_COMPAT_POLICIES = ("strict", "warn", "off")
 
 
 class ConfigError(ValueError):
@@ -79,6 +82,8 @@ class Config:
     api_keys_file: Path | None  # None: authentication is off (only ever on a loopback bind)
     upload_envs: frozenset[str] | None  # None: any env
     error_detail: str
+    env_compat: str = "warn"
+    conda_slug: str | None = None  # None: not set; the environment module may detect it
 
     @property
     def catalog_dir(self) -> Path:
@@ -107,6 +112,9 @@ class Config:
         if error_detail not in _ERROR_DETAIL:
             raise ConfigError(f"MIS_ERROR_DETAIL must be one of {', '.join(_ERROR_DETAIL)}, got {error_detail!r}")
         upload_envs = get("MIS_UPLOAD_ENVS")
+        env_compat = get("MIS_ENV_COMPAT").lower()
+        if env_compat not in ENV_COMPAT_POLICIES:
+            raise ConfigError(f"MIS_ENV_COMPAT must be one of {', '.join(ENV_COMPAT_POLICIES)}, got {env_compat!r}")
         return cls(
             env=env,
             bind=bind,
@@ -135,6 +143,8 @@ class Config:
             upload_envs=(None if upload_envs == "*" or (not upload_envs and env is None)
                          else frozenset(e.strip() for e in upload_envs.split(",") if e.strip())),
             error_detail=error_detail,
+            env_compat=env_compat,
+            conda_slug=get("MIS_CONDA_SLUG") or None,
         )
 
 

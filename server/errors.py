@@ -98,6 +98,16 @@ class ModelLoadFailed(MISError):
     status, code = 422, "model_load_failed"
 
 
+class MissingLibrary(ModelLoadFailed):
+    code = "missing_library"
+
+
+class EnvIncompatible(MISError):
+    """The artifact was made for another environment (MIS_ENV_COMPAT=strict)."""
+
+    status, code = 409, "env_incompatible"
+
+
 class ModelPredictFailed(MISError):
     status, code = 422, "model_predict_failed"
 

@@ -49,6 +49,8 @@ MODEL_EVICTIONS = Counter("mis_model_evictions", "Models a worker unloaded to st
 MODEL_QUARANTINES = Counter("mis_model_quarantines", "Models quarantined (timeouts or worker deaths).", ("model",))
 PREDICT_DURATION = Histogram("mis_predict_duration_seconds", "Time in a model's predict, for the predicts that answered.",
                              ("model", "version"), buckets=LATENCY_BUCKETS)
+ENV_MISMATCHES = Counter("mis_model_env_mismatches", "Loads of a model whose artifact does not match this server's "
+                         "environment (MIS_ENV_COMPAT=warn).", ("model",))
 SHADOW_REQUESTS = Counter("mis_shadow_requests", "Mirrored (shadow) calls by outcome.", ("model", "version", "outcome"))
 SHADOW_DURATION = Histogram("mis_shadow_duration_seconds", "Time of a mirrored (shadow) call.", ("model", "version"),
                             buckets=LATENCY_BUCKETS)
@@ -98,6 +100,11 @@ def model_evicted(model: str) -> None:
 
 def model_quarantined(model: str) -> None:
     MODEL_QUARANTINES.labels(model).inc()
+
+
+def env_mismatch(model: str) -> None:
+    """A model loaded although its artifact does not match this server's environment (MIS_ENV_COMPAT=warn)."""
+    ENV_MISMATCHES.labels(model).inc()
 
 
 def shadow(model: str, version: str, outcome: str, seconds: float) -> None:

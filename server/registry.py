@@ -37,6 +37,7 @@ from .errors import (
     UploadEnvRefused,
 )
 from . import metrics
+from .environment import Needs, ServerEnvironment, check_environment, missing_library
 from .guard import PredictGuard, captured_output
 from .logs import audit_server_change, log_shadow
 from .runtimes import Runtime, open_runtime, preopen
@@ -60,6 +61,7 @@ class LoadedModel:
     errors: int = 0
     timeouts: int = 0
     predict_seconds: float = 0.0
+    env_mismatches: list[str] = field(default_factory=list)  # what MIS_ENV_COMPAT=warn let through
 
     def stats(self) -> dict:
         return {
@@ -73,6 +75,7 @@ class LoadedModel:
             "timeouts": self.timeouts,
             "mean_predict_ms": round(1000 * self.predict_seconds / self.requests, 3) if self.requests else None,
             "loaded_at": _utc(self.loaded_at),
+            "env_mismatches": self.env_mismatches,
         }
 
 
@@ -117,7 +120,8 @@ class Registry:
     def __init__(self, catalog: Catalog, store: LocalStore, guard: PredictGuard, *, env: str | None,
                  metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float,
                  upload_envs: frozenset[str] | None = None, max_in_memory: int = 0,
-                 pinned: frozenset[str] = frozenset()):
+                 pinned: frozenset[str] = frozenset(), environment: ServerEnvironment | None = None,
+                 env_compat: str = "warn"):
         self.catalog = catalog
         self.store = store
         self.guard = guard
@@ -129,6 +133,8 @@ class Registry:
         self.upload_envs = upload_envs  # None: an upload may claim any env
         self.max_in_memory = max_in_memory  # 0: no limit
         self.pinned = pinned  # never unloaded to make room
+        self.environment = environment or ServerEnvironment.detect(None)
+        self.env_compat = env_compat  # MIS_ENV_COMPAT: strict, warn or off
         # Loaded models in this worker's memory, least recently used first. Loaded models beyond
         # max_in_memory are unloaded here (`_evicted`) yet stay loaded for the server: the next
         # request for one loads it again (ModelMesh's idea), paying the load time once.
@@ -266,6 +272,12 @@ class Registry:
             found += [m for m in models if name in (m.name, m.id)]
             if page is None:
                 return found
+
+    def env_mismatches(self, model_id: str) -> list[str] | None:
+        """How a loaded model's artifact does not match this server (MIS_ENV_COMPAT=warn); None when
+        this worker does not hold it."""
+        loaded = self._models.get(model_id)
+        return loaded.env_mismatches if loaded is not None else None
 
     def quarantine_reason(self, model_id: str) -> str | None:
         self.sync()
@@ -426,18 +438,28 @@ class Registry:
         started = time.perf_counter()
         try:
             with captured_output(info.id, self.guard.output_bytes, "load"):
-                runtime = open_runtime(info.id, self._local_artifact(info))
+                artifact = self._local_artifact(info)
+                mismatches = check_environment(info.id, Needs.of(info, artifact), self.environment, self.env_compat)
+                runtime = open_runtime(info.id, artifact)
                 runtime.prepare()
         except MISError:
             metrics.model_load_failed(info.id)
             raise
         except BaseException as exc:  # foreign code: any failure is the model's, even KeyboardInterrupt
-            log.exception("model %s failed to load", info.id)
             metrics.model_load_failed(info.id)
+            missing = missing_library(info.id, exc, self.environment)
+            if missing is not None:
+                log.error("%s (%r)", missing.message, exc)
+                raise missing from None
+            log.exception("model %s failed to load", info.id)
             raise ModelLoadFailed(f"model {info.id!r} failed to load ({type(exc).__name__})", model_id=info.id,
                                   private=_describe(exc)) from None
+        if mismatches:
+            log.warning("model %s loaded although %s (MIS_ENV_COMPAT=%s)", info.id, "; ".join(mismatches),
+                        self.env_compat)
+            metrics.env_mismatch(info.id)
         metrics.model_loaded(info.id, time.perf_counter() - started)
-        return LoadedModel(info=info, runtime=runtime)
+        return LoadedModel(info=info, runtime=runtime, env_mismatches=mismatches)
 
     def _local_artifact(self, info: ModelInfo) -> Path:
         artifact = self.store.upload_artifact(info.id) if info.source == "upload" else self.catalog.artifact(info.id)

@@ -115,7 +115,8 @@ class ModelDetails:
 
     def on_get(self, req, resp, model_id):
         info = self.registry.describe(model_id)
-        resp.media = {**info.to_dict(), **summary(info, info.id in self.registry.loaded_ids())}
+        resp.media = {**info.to_dict(), **summary(info, info.id in self.registry.loaded_ids()),
+                      "env_mismatches": self.registry.env_mismatches(model_id)}
         resp.media.pop("artifact")
 
 
@@ -287,6 +288,7 @@ class ServerInfo:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "models": self.registry.loaded_stats(),
             "memory": self.registry.memory_stats(),
+            "runtime": {**self.registry.environment.to_dict(), "env_compat": self.registry.env_compat},
         }
 
 
