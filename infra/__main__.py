@@ -126,7 +126,7 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     devops = s.devops
     pipelines = DevOpsComponent(name, DevOpsArgs(
         compartment_id=s.compartment_id, branch=devops.branch, build_on_push=devops.build_on_push,
-        approvals=devops.approvals,
+        approvals=devops.approvals, conda_pack_uri=devops.conda_pack,
         mirror=MirrorArgs(devops.mirror.url, devops.mirror.connection_type, devops.mirror.access_token_secret_id)
         if devops.mirror else None,
         image_repositories=registries.image_repositories,

@@ -31,6 +31,8 @@ IMAGE_DIGEST = "IMAGE_DIGEST"  # the server image's digest (the deploy pipeline'
 OUTPUT_ARTIFACTS = {"server": "server-image", "serverGpu": "server-gpu-image"}
 # The build spec pushes to these repositories; the pipeline parameters default to the stack's own.
 REPOSITORY_PARAMETERS = {"server": "IMAGE_REPOSITORY", "serverGpu": "GPU_IMAGE_REPOSITORY"}
+# A published Conda pack (oci://bucket@namespace/path) the images run the server in; empty by default.
+CONDA_PACK_PARAMETER = "CONDA_PACK_URI"
 BUILD_SOURCE = "mis"  # the build spec finds the checkout at ${OCI_PRIMARY_SOURCE_DIR}
 BUILD_RUNNER_IMAGE = "OL7_X86_64_STANDARD_10"
 BUILD_TIMEOUT_S = 3600  # the build spec's own timeoutInSeconds bounds it too
@@ -58,6 +60,7 @@ class DevOpsArgs:
     # A private Kubernetes API endpoint is reached through a private endpoint in this subnet and NSG.
     private_channel_subnet_id: pulumi.Input[str] | None = None
     private_channel_nsg_ids: list[pulumi.Input[str]] | None = None
+    conda_pack_uri: str = ""  # the build pipeline's CONDA_PACK_URI default
 
 
 class DevOpsComponent(pulumi.ComponentResource):
@@ -147,7 +150,8 @@ class DevOpsComponent(pulumi.ComponentResource):
                 {"name": REPOSITORY_PARAMETERS[key], "default_value": args.image_repositories[key],
                  "description": f"OCIR repository the {OUTPUT_ARTIFACTS[key]} is pushed to"}
                 for key in OUTPUT_ARTIFACTS
-            ]},
+            ] + [{"name": CONDA_PACK_PARAMETER, "default_value": args.conda_pack_uri,
+                  "description": "Conda pack to run the server in (oci://bucket@namespace/path); empty: its own"}]},
             opts=child,
         )
         build = oci.devops.BuildPipelineStage(

@@ -81,6 +81,8 @@ def devops_statements(args: IamArgs, group_id: str) -> list[str]:
         f"Allow {who} to use ons-topics {where}",
         # OKE_DEPLOYMENT applies the manifests (the namespace's RBAC narrows what it may change).
         f"Allow {who} to use clusters {where}",
+        # BUILD fetches the Conda pack an image runs in (CONDA_PACK_URI) from the stack's bucket.
+        f"Allow {who} to read objects {where} where target.bucket.name = '{args.conda_bucket}'",
     ]
     if args.mirror_token_secret_id:
         statements.append(

@@ -44,6 +44,8 @@ _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+# As OCI Data Science publishes a Conda pack; the last segment is the pack's slug.
+_CONDA_PACK = re.compile(r"^oci://[^@/\s]+@[^/\s]+/(.+/)?[A-Za-z0-9._-]+$")
 # How OCI DevOps logs in to the external repository a mirror copies (a token kept in the Vault).
 MIRROR_CONNECTION_TYPES = ("GITHUB_ACCESS_TOKEN", "GITLAB_ACCESS_TOKEN", "BITBUCKET_CLOUD_APP_PASSWORD")
 
@@ -115,6 +117,7 @@ class DevOpsSettings:
     build_on_push: bool
     approvals: int  # approvals the deploy pipeline waits for before rolling out; 0: none
     mirror: MirrorSettings | None  # None: a repository hosted in OCI DevOps
+    conda_pack: str  # oci://bucket@namespace/path of the Conda pack the images run in; "": their own
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,7 @@ class _Reader:
 
     def devops(self, env: str) -> DevOpsSettings:
         section = "devops"
-        raw = self.obj(section, ("branch", "buildOnPush", "approvals", "mirror")) or {}
+        raw = self.obj(section, ("branch", "buildOnPush", "approvals", "mirror", "condaPack")) or {}
         build_on_push = raw.get("buildOnPush", env == "dev")
         if not isinstance(build_on_push, bool):
             raise self.fail(f"{section}.buildOnPush", f"must be true or false, got {build_on_push!r}")
@@ -422,6 +425,7 @@ class _Reader:
         return DevOpsSettings(
             branch=self.field_text(raw, section, "branch", "main", _BRANCH),
             build_on_push=build_on_push,
+            conda_pack=self.field_text(raw, section, "condaPack", None, _CONDA_PACK) or "",
             approvals=approvals,
             mirror=mirror,
         )

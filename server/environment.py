@@ -13,6 +13,7 @@ import functools
 import importlib
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class ServerEnvironment:
         return cls(found, platform.python_version())
 
     def to_dict(self) -> dict:
-        return {"slug": self.slug, "python": self.python, "libraries": library_versions()}
+        return {"slug": self.slug, "python": self.python, "prefix": sys.prefix, "libraries": library_versions()}
 
 
 @functools.cache

@@ -59,9 +59,9 @@ def free_port() -> int:
 class GunicornProcess:
     """The server as `make run` starts it, on a free loopback port, with MIS_* overrides."""
 
-    def __init__(self, data_dir: Path, log: Path, **env: str):
+    def __init__(self, data_dir: Path, log: Path, python: str = sys.executable, **env: str):
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.data_dir, self.log_path, self.env = data_dir, log, env
+        self.data_dir, self.log_path, self.python, self.env = data_dir, log, python, env
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "GunicornProcess":
@@ -69,7 +69,7 @@ class GunicornProcess:
         env = {**os.environ, "MIS_BIND": self.url.removeprefix("http://"), "MIS_DATA_DIR": str(self.data_dir),
                **auth, **self.env}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"],
+            self.process = subprocess.Popen([self.python, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"],
                                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         wait_until(self._ready, timeout=120, interval=0.2)

@@ -62,7 +62,8 @@ def test_build_pipeline_runs_build_then_deliver_then_trigger(stack):
         assert inputs(artifact)["argumentSubstitutionMode"] == "SUBSTITUTE_PLACEHOLDERS"
     # The build spec pushes to the repositories the pipeline's parameters name: the stack's own.
     parameters = {p["name"]: p["defaultValue"] for p in inputs(pipeline)["buildPipelineParameters"]["items"]}
-    assert parameters == {devops.REPOSITORY_PARAMETERS[k]: repositories[k] for k in devops.OUTPUT_ARTIFACTS}
+    assert parameters == {**{devops.REPOSITORY_PARAMETERS[k]: repositories[k] for k in devops.OUTPUT_ARTIFACTS},
+                          devops.CONDA_PACK_PARAMETER: ""}  # the server's own environment unless a stack names a pack
 
     trigger = inputs(stages["TRIGGER_DEPLOYMENT_PIPELINE"])
     assert trigger["deployPipelineId"] == run.one("oci:DevOps/deployPipeline:DeployPipeline").id
@@ -224,3 +225,24 @@ def test_deployers_may_apply_the_server_objects_and_nothing_more(stack):
 def inputs_of_server(objects: list[dict]) -> list[dict]:
     kinds = set(workload._API_RESOURCES)
     return [o for o in objects if o["kind"] in kinds]
+
+
+def test_a_stack_can_build_its_images_in_a_published_conda_pack_which_the_build_may_read():
+    config, secrets = harness.stack_config("qa-sanjose")
+    pack = "oci://mis-qa-conda-packs@tenancyns/conda_environments/cpu/General ML/1.0/generalml_p311_cpu_x86_64_v1"
+    run = harness.run_program("qa-sanjose", {**config, f"{PROJECT}:devops": json.dumps({"condaPack": pack})}, secrets)
+    pipeline = run.one("oci:DevOps/buildPipeline:BuildPipeline")
+    parameters = {p["name"]: p["defaultValue"] for p in inputs(pipeline)["buildPipelineParameters"]["items"]}
+    assert parameters[devops.CONDA_PACK_PARAMETER] == pack
+    statements = [s for p in run.of_type("oci:Identity/policy:Policy") for s in inputs(p)["statements"]]
+    [conda_bucket] = [inputs(b)["name"] for b in run.of_type("oci:ObjectStorage/bucket:Bucket")
+                      if "conda" in inputs(b)["name"]]
+    [read] = [s for s in statements if "read objects" in s and "dynamic-group" in s]
+    assert read.endswith(f"where target.bucket.name = '{conda_bucket}'")  # that bucket, and nothing else
+
+
+@pytest.mark.parametrize("pack", ["s3://bucket/pack", "oci://bucket/pack", "oci://bucket@ns/", "oci://b@ns/x/bad slug!"])
+def test_a_conda_pack_must_be_addressed_as_data_science_publishes_it(pack):
+    config, secrets = harness.stack_config("qa-sanjose")
+    with pytest.raises(Exception, match="devops.condaPack"):
+        harness.run_program("qa-sanjose", {**config, f"{PROJECT}:devops": json.dumps({"condaPack": pack})}, secrets)

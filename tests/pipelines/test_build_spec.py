@@ -78,7 +78,7 @@ def test_every_command_it_runs_is_in_the_repository():
 def test_uses_only_variables_someone_defines():
     document = spec()
     known = set(document["env"]["variables"]) | set(document["env"]["exportedVariables"])
-    known |= set(devops.REPOSITORY_PARAMETERS.values())  # build pipeline parameters
+    known |= {*devops.REPOSITORY_PARAMETERS.values(), devops.CONDA_PACK_PARAMETER}  # build pipeline parameters
     script = "\n".join(commands())
     used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", script))
     unknown = {name for name in used - known if not name.startswith("OCI_")}

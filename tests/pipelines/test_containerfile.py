@@ -34,14 +34,14 @@ def test_hadolint_finds_nothing():
     assert completed.returncode == 0
 
 
-def requirements(xgboost: str) -> list[str]:
-    """Run the dependency stage's own requirement step (the `python -c` that reads pyproject.toml)."""
+def requirements(xgboost: str, *flags: str) -> list[str]:
+    """What the dependency stage installs: its RUN makes the environment with make_env.sh, which
+    reads the requirements from pipelines/requirements.py."""
     (dependencies, _) = stages()
-    (run,) = [rest for keyword, rest in dependencies if keyword == "RUN" and "requirements.txt" in rest]
-    step = re.match(r'(python -c ".*?" "\$\{XGBOOST\}")', run)
-    assert step, run
-    command = step.group(1).replace('"${XGBOOST}"', xgboost)
-    completed = subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=ROOT,
+    runs = [rest for keyword, rest in dependencies if keyword == "RUN"]
+    assert runs == ['bash pipelines/make_env.sh /opt/mis "${XGBOOST}" "${CONDA_PACK}"']
+    assert "requirements.py" in (ROOT / "pipelines/make_env.sh").read_text()
+    completed = subprocess.run([sys.executable, "pipelines/requirements.py", xgboost, *flags], cwd=ROOT,
                                capture_output=True, text=True, timeout=60, check=True)
     return completed.stdout.split()
 
@@ -55,6 +55,9 @@ def test_images_install_only_the_server_set_with_the_right_xgboost():
     cpu, gpu = requirements("xgboost-cpu"), requirements("xgboost")
     assert cpu == server_set
     assert names(gpu) == names(server_set) - {"xgboost-cpu"} | {"xgboost"}
+    # Beside a Conda pack, the pack's own ML libraries stay: only the server's libraries are added.
+    assert names(requirements("xgboost-cpu", "--beside-pack")) == names(server_set) - {
+        "numpy", "pandas", "scikit-learn", "xgboost-cpu", "lightgbm"}
     for excluded in ("pulumi", "pytest", "oracle-ads", "checkov", "kubernetes-validate"):
         assert not any(name.startswith(excluded) for name in names(cpu) | names(gpu))
     # The final image gets the environment, never the project or its other sets.
