@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -72,12 +73,24 @@ class GunicornProcess:
             self.process = subprocess.Popen([self.python, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"],
                                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        wait_until(self._ready, timeout=120, interval=0.2)
+        try:
+            wait_until(self._ready, timeout=120, interval=0.2)
+        except BaseException:  # a server that never became ready must not outlive the test
+            self.stop()
+            raise
         return self
 
     def _ready(self) -> bool:
         assert self.process.poll() is None, f"gunicorn exited: {self.log_path.read_text()[-3000:]}"
-        return answers_ok(f"{self.url}/api/v1/health/ready")
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/health/ready", timeout=5) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as answer:  # 503 while loading; a failed warmup will not get better
+            body = answer.read().decode(errors="replace")
+            assert '"status":"failed"' not in body, f"the warmup failed: {body}\n{self.log_path.read_text()[-3000:]}"
+            return False
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None:
