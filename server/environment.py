@@ -53,7 +53,7 @@ def library_versions() -> dict[str, str | None]:
 def _version(module: str) -> str | None:
     try:
         return str(importlib.import_module(module).__version__)
-    except ImportError:
+    except Exception:  # not installed, or broken (LightGBM without its OpenMP runtime raises OSError)
         return None
 
 
@@ -68,18 +68,26 @@ class Needs:
 
     @classmethod
     def of(cls, info: ModelInfo, artifact: Path) -> "Needs":
-        conda = _runtime_yaml(artifact).get("MODEL_DEPLOYMENT", {}).get("INFERENCE_CONDA_ENV", {})
+        conda = _mapping(_mapping(_runtime_yaml(artifact)).get("MODEL_DEPLOYMENT")).get("INFERENCE_CONDA_ENV")
+        conda = _mapping(conda)
         taxonomy = {t.get("key"): t.get("value") for t in info.taxonomy_metadata or [] if isinstance(t, dict)}
         return cls(_text(conda.get("INFERENCE_ENV_SLUG")), _text(conda.get("INFERENCE_PYTHON_VERSION")),
                    _text(taxonomy.get("Framework")), _text(taxonomy.get("FrameworkVersion")))
 
 
-def _runtime_yaml(artifact: Path) -> dict:
+def _runtime_yaml(artifact: Path):
+    """Every scalar as text (BaseLoader): `INFERENCE_PYTHON_VERSION: 3.10` unquoted is 3.10, not 3.1."""
+    if not artifact.is_dir():
+        return None
     try:
-        loaded = yaml.safe_load((artifact / "runtime.yaml").read_text()) if artifact.is_dir() else None
-    except (OSError, yaml.YAMLError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+        text = (artifact / "runtime.yaml").read_text()
+        return yaml.load(text, Loader=yaml.BaseLoader)  # nosec B506: BaseLoader builds only str, list and dict
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value) -> str | None:
@@ -106,7 +114,7 @@ def check_environment(model_id: str, needs: Needs, server: ServerEnvironment, po
     if needs.python and _major_minor(needs.python) != _major_minor(server.python):
         refusing.append(f"it was made for Python {needs.python}; this server runs Python {server.python}")
     module = FRAMEWORK_MODULES.get((needs.framework or "").lower())
-    have = library_versions().get(module) if module else None
+    have = _version(module) if module else None
     if module and needs.framework_version and have and needs.framework_version != have:
         sentence = f"it was saved with {needs.framework} {needs.framework_version}; this server has {have}"
         same_major = needs.framework_version.split(".")[0] == have.split(".")[0]

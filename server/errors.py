@@ -102,6 +102,10 @@ class MissingLibrary(ModelLoadFailed):
     code = "missing_library"
 
 
+class AliasInUse(MISError):
+    status, code = 409, "alias_in_use"
+
+
 class EnvIncompatible(MISError):
     """The artifact was made for another environment (MIS_ENV_COMPAT=strict)."""
 
@@ -116,6 +120,28 @@ class StoreUnavailable(MISError):
     """The model store cannot be written or read (read-only, unreachable, failing); retry later."""
 
     status, code = 503, "store_unavailable"
+
+
+class ServiceUnavailable(MISError):
+    """An OCI service the catalog or store relies on is down, slow or throttling; retry later."""
+
+    status, code = 503, "service_unavailable"
+
+    def __init__(self, message: str, *, service: str, retry_after_s: int, **details):
+        super().__init__(message, service=service, **details)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class ArtifactCorrupt(MISError):
+    """A downloaded artifact does not match the checksum its service gave; retry later."""
+
+    status, code = 502, "artifact_checksum_mismatch"
+
+
+class CatalogReadOnly(MISError):
+    """The server's own identity may not change this catalog: a person promotes with their own."""
+
+    status, code = 403, "catalog_read_only"
 
 
 class InsufficientStorage(MISError):

@@ -107,10 +107,12 @@ def env_mismatch(model: str) -> None:
     ENV_MISMATCHES.labels(model).inc()
 
 
-def shadow(model: str, version: str, outcome: str, seconds: float) -> None:
-    """One mirrored call: `outcome` is a small fixed word ("ok", "error", "timeout", "dropped"...)."""
+def shadow(model: str, version: str, outcome: str, seconds: float | None) -> None:
+    """One mirrored call: `outcome` is "ok", "error", "dropped" or an error code; `seconds` None
+    for one that never ran (dropped)."""
     SHADOW_REQUESTS.labels(model, version, outcome).inc()
-    SHADOW_DURATION.labels(model, version).observe(seconds)
+    if seconds is not None:
+        SHADOW_DURATION.labels(model, version).observe(seconds)
 
 
 class Metrics:

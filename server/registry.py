@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
+import orjson
+
 from .catalog import Catalog, ModelInfo, page_of, validate_model_id
 from .errors import (
+    AliasInUse,
     BadRequest,
     EnvMismatch,
     InvalidPage,
@@ -41,7 +44,7 @@ from .environment import Needs, ServerEnvironment, check_environment, missing_li
 from .guard import PredictGuard, captured_output
 from .logs import audit_server_change, log_shadow
 from .runtimes import Runtime, open_runtime, preopen
-from .store import LocalStore
+from .store import Store
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -117,7 +120,7 @@ class Target:
 
 
 class Registry:
-    def __init__(self, catalog: Catalog, store: LocalStore, guard: PredictGuard, *, env: str | None,
+    def __init__(self, catalog: Catalog, store: Store, guard: PredictGuard, *, env: str | None,
                  metadata_ttl_s: float, max_upload_bytes: int, quarantine_strikes: int, quarantine_window_s: float,
                  upload_envs: frozenset[str] | None = None, max_in_memory: int = 0,
                  pinned: frozenset[str] = frozenset(), environment: ServerEnvironment | None = None,
@@ -144,9 +147,10 @@ class Registry:
         self._quarantined: dict[str, str] = {}  # model id -> why, as every worker sees it
         self._names: dict[str, dict[str, str]] = {}  # loaded models: name -> {version: model id}
         self._aliases: dict[str, dict[str, dict]] = {}  # name -> {alias: spec}, as every worker sees it
-        self._shadows = DaemonPool(1, "mis-shadow")  # one thread: mirrored traffic never takes the callers' cores
+        # One thread: mirrored requests wait for each other, never for the callers' answers.
+        self._shadows = DaemonPool(1, "mis-shadow")
         self._shadows_pending = 0
-        self.shadows_dropped = 0
+        self._shadow_lock = threading.Lock()
         self._lock = threading.RLock()
         self._signature: object = object()  # never equal to a real signature: first call reconciles
 
@@ -300,6 +304,9 @@ class Registry:
                              f"{LATEST!r} (it always means the highest loaded version): {alias[:80]!r}")
         spec = _checked_alias(spec)
         loaded = self.versions_of(name)
+        if alias in loaded:
+            raise BadRequest(f"{alias!r} is a version of model {name!r}: a request naming it gets that version, so "
+                             "an alias of that name could never be reached")
         named = [*spec["versions"], *([spec["shadow"]["version"]] if spec["shadow"] else [])]
         missing = [v for v in named if v not in loaded]
         if missing:
@@ -400,10 +407,7 @@ class Registry:
         with self._lock:
             if model_id not in self._models and model_id not in self.store.loaded_ids():
                 raise ModelNotLoaded(f"model {model_id!r} is not loaded", model_id=model_id)
-            self.store.mark_removed(model_id)
-            self._evicted.discard(model_id)
-            if model_id in self._models:
-                self._models.pop(model_id).runtime.close()
+            self._unload_everywhere(model_id)
 
     def remove(self, model_id: str) -> None:
         """Unload everywhere; an uploaded model is deleted too (the catalog's copy stays)."""
@@ -414,13 +418,30 @@ class Registry:
             # (a model this worker unloaded for its memory budget is still in the store's loaded set)
             if model_id not in self._models and upload is None and model_id not in self.store.loaded_ids():
                 raise ModelNotLoaded(f"model {model_id!r} is neither loaded nor uploaded", model_id=model_id)
-            self.store.mark_removed(model_id)
-            self._evicted.discard(model_id)
-            if model_id in self._models:
-                self._models.pop(model_id).runtime.close()
+            self._unload_everywhere(model_id)
             if upload is not None:
                 self.store.delete_upload(model_id)
             self.store.discard_unpacked(model_id)
+
+    def _unload_everywhere(self, model_id: str) -> None:
+        """The caller holds the lock. Refused while an alias sends traffic to the model: its
+        requests would all fail (change or delete the alias first)."""
+        using = self._aliases_using(model_id)
+        if using:
+            raise AliasInUse(f"model {model_id!r} is a version that alias {', '.join(using)} routes to; change or "
+                             "delete the alias first (PUT or DELETE /api/v1/aliases/{model_name}/{alias})",
+                             model_id=model_id, aliases=using)
+        self.store.mark_removed(model_id)
+        self._evicted.discard(model_id)
+        if model_id in self._models:
+            self._models.pop(model_id).runtime.close()
+
+    def _aliases_using(self, model_id: str) -> list[str]:
+        """"name/alias" of the aliases that route to (or mirror) the version this model is."""
+        named = [(name, version) for name, versions in self._names.items()
+                 for version, known in versions.items() if known == model_id]
+        return [f"{name}/{alias}" for name, version in named for alias, spec in sorted(self._aliases.get(name, {}).items())
+                if version in spec["versions"] or (spec.get("shadow") or {}).get("version") == version]
 
     def preopen(self, model_ids: Iterable[str]) -> None:
         """In the gunicorn master: load these models (and whatever the store says is loaded) once,
@@ -473,7 +494,8 @@ class Registry:
         self._models[model_id] = loaded
         self._evicted.discard(model_id)
         while self.max_in_memory and len(self._models) > self.max_in_memory:
-            victim = next((m for m in self._models if m != model_id and m not in self.pinned), None)
+            # list(): one copy under the GIL, which a request thread's move_to_end cannot interrupt
+            victim = next((m for m in list(self._models) if m != model_id and m not in self.pinned), None)
             if victim is None:
                 return  # all pinned: the budget gives way to the configuration
             self._models.pop(victim).runtime.close()
@@ -554,29 +576,31 @@ class Registry:
     def _mirror(self, model_id: str, payload: Any, output: str, primary: Prediction, request_id: str | None) -> None:
         """Score the request again with the shadow model, on the shadow thread: its answer is
         logged (with whether it agrees) and never returned. Dropped when the thread is behind."""
-        with self._lock:
-            if self._shadows_pending >= SHADOW_QUEUE:
-                self.shadows_dropped += 1
-                metrics.shadow(model_id, "", "dropped", 0.0)
-                log_shadow(request_id=request_id, model=model_id, outcome="dropped", primary=primary.model_id)
-                return
-            self._shadows_pending += 1
+        with self._shadow_lock:  # not the registry's lock, which a model load holds for seconds
+            dropped = self._shadows_pending >= SHADOW_QUEUE
+            self._shadows_pending += not dropped
+        if dropped:
+            metrics.shadow(model_id, "", "dropped", None)
+            log_shadow(request_id=request_id, model=model_id, outcome="dropped", primary=primary.model_id)
+            return
 
         def run() -> None:
-            started = time.perf_counter()
+            started, version, fields = time.perf_counter(), "", {}
             try:
                 result = self._score(model_id, payload, output)
+                outcome, version = "ok", result.model_version
+                fields = dict(version=version, predict_ms=round(result.predict_ms, 3), prediction=result.prediction,
+                              agrees=_same_answer(result.prediction, primary.prediction))
             except MISError as exc:
-                metrics.shadow(model_id, "", exc.code, time.perf_counter() - started)
-                log_shadow(request_id=request_id, model=model_id, outcome=exc.code, primary=primary.model_id)
-            else:
-                metrics.shadow(model_id, result.model_version, "ok", time.perf_counter() - started)
-                log_shadow(request_id=request_id, model=model_id, outcome="ok", primary=primary.model_id,
-                           version=result.model_version, predict_ms=round(result.predict_ms, 3),
-                           agrees=result.prediction == primary.prediction, prediction=result.prediction)
+                outcome = exc.code
+            except Exception:  # logged here: the pool's future is read by nobody
+                log.exception("the shadow call of %s failed", model_id)
+                outcome = "error"
             finally:
-                with self._lock:
+                with self._shadow_lock:
                     self._shadows_pending -= 1
+            metrics.shadow(model_id, version, outcome, time.perf_counter() - started)
+            log_shadow(request_id=request_id, model=model_id, outcome=outcome, primary=primary.model_id, **fields)
 
         self._shadows.submit(run)
 
@@ -590,8 +614,11 @@ class Registry:
                 log.warning("metadata of %s could not be refreshed; keeping what was known", loaded.info.id)
             loaded.checked_at = time.monotonic()
         if loaded.info.env != self.env:
+            model_id = loaded.info.id
             raise EnvMismatch(
-                f"model {loaded.info.id!r} is for env {loaded.info.env!r}; this server's env is {self.env!r}",
+                f"model {model_id!r} is for env {loaded.info.env!r}; this server's env is {self.env!r}. To serve it "
+                f"here, promote it: `mis promote {model_id} --env {self.env}` (POST /api/v1/promotemodel/{model_id} "
+                f"with {{\"env\": \"{self.env}\"}}, an admin key); every worker sees it within {self.metadata_ttl_s:g} s",
                 model_id=loaded.info.id,
                 server_env=self.env,
                 model_env=loaded.info.env,
@@ -611,7 +638,15 @@ class Registry:
 
     def loaded_stats(self) -> list[dict]:
         self.sync()
-        return [{**m.stats(), "quarantined": self._quarantined.get(m.info.id)} for m in self._models.values()]
+        return [{**m.stats(), "quarantined": self._quarantined.get(m.info.id)} for m in list(self._models.values())]
+
+
+def _same_answer(a: Any, b: Any) -> bool:
+    """Whether two models answered alike, whatever their answers are made of (numpy arrays too)."""
+    try:
+        return orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(b, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return False
 
 
 def _schema_types(schema: dict | None) -> dict[str, str]:

@@ -77,9 +77,14 @@ def parse_json(raw: bytes | memoryview):
     except orjson.JSONDecodeError:
         pass  # not strict JSON: the standard library also reads NaN and Infinity, and says what is wrong
     try:
-        return json.loads(bytes(raw))
+        parsed = json.loads(bytes(raw))
+        orjson.dumps(parsed)  # what orjson refused may hold a lone surrogate (\ud800), which no answer could echo
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except TypeError:  # orjson.JSONEncodeError
+        raise BadRequest("the body is not valid JSON: it has a string that is not Unicode text (a lone surrogate) "
+                         "or nests deeper than 255 levels") from None
+    return parsed
 
 
 def read_json(req: falcon.Request, limit: int):

@@ -12,23 +12,24 @@ tensor (a score.py may answer anything JSON) is a BYTES tensor holding its JSON 
 
 from __future__ import annotations
 
+import re
 import struct
 from math import prod
 from typing import Any
 
 import falcon
 import numpy as np
-import orjson
 
 from . import __version__
 from .auth import ADMIN, SCORE
 from .config import Config
-from .errors import BadRequest, InvalidInput, ModelNotFound
+from .errors import BadRequest, InvalidInput, ModelNotFound, ModelPredictFailed
 from .registry import Registry, Signature, Target, version_order
 from .resources import parse_json, read_body, to_json
 from .warmup import Warmup
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_DIMENSIONS = 8
 EXTENSIONS = ["model_repository", "binary_tensor_data"]
 OUTPUTS = ("predict", "predict_proba")
 
@@ -49,14 +50,32 @@ _SCHEMA_DATATYPES = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "in
 # -- tensors in -------------------------------------------------------------------------------
 
 
+def _parameters(owner: dict, where: str) -> dict:
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"{where}: parameters must be an object")
+    return parameters
+
+
+def _flag(parameters: dict, name: str, where: str, default: bool) -> bool:
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}: parameters.{name} must be true or false")
+    return value
+
+
 def _tensor_head(tensor: Any, index: int) -> tuple[str, list[int], str]:
     if not isinstance(tensor, dict):
         raise BadRequest(f"inputs[{index}] must be an object with name, shape, datatype and data")
     name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"inputs[{index}] has no name")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)):
+        raise BadRequest(f"input {name!r}: shape must be a list of at most {MAX_DIMENSIONS} non-negative integers "
+                         "below 2**31")
     if datatype not in DATATYPES:
         raise BadRequest(f"input {name!r}: datatype must be one of {', '.join(DATATYPES)}, not {datatype!r}")
     return name, shape, datatype
@@ -112,7 +131,7 @@ def read_inputs(request: dict, binary: memoryview) -> list[tuple[str, np.ndarray
     for index, tensor in enumerate(inputs):
         name, shape, datatype = _tensor_head(tensor, index)
         count = prod(shape)
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit the binary data sent")
@@ -122,15 +141,19 @@ def read_inputs(request: dict, binary: memoryview) -> list[tuple[str, np.ndarray
             values = _from_json(name, tensor["data"], datatype, count)
         else:
             raise BadRequest(f"input {name!r} has neither data nor parameters.binary_data_size")
-        tensors.append((name, values.reshape(shape)))
+        try:
+            tensors.append((name, values.reshape(shape)))
+        except ValueError as exc:  # numpy's own limits on a shape's size
+            raise BadRequest(f"input {name!r}: shape {shape} cannot be held: {exc}") from None
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")
     return tensors
 
 
-def model_payload(tensors: list[tuple[str, np.ndarray]]) -> Any:
-    """The table the core scores: rows from one tensor, or a dict of columns from one per feature."""
-    if len(tensors) == 1:
+def model_payload(tensors: list[tuple[str, np.ndarray]], feature_names: list[str] | None) -> Any:
+    """The table the core scores: rows from one tensor, or a dict of columns from one tensor per
+    feature (one tensor named as the model's feature is that feature's column)."""
+    if len(tensors) == 1 and tensors[0][0] not in (feature_names or ()):
         name, values = tensors[0]
         if values.ndim not in (1, 2):
             raise InvalidInput(f"input {name!r} has shape {list(values.shape)}: send [rows, features], or [features] "
@@ -151,13 +174,17 @@ def model_payload(tensors: list[tuple[str, np.ndarray]]) -> Any:
 # -- tensors out ------------------------------------------------------------------------------
 
 
-def output_tensor(name: str, prediction: Any) -> tuple[dict, np.ndarray]:
+def output_tensor(model_id: str, name: str, prediction: Any) -> tuple[dict, np.ndarray]:
     try:
         values = np.asarray(prediction)
     except ValueError:  # ragged
         values = None
     if values is None or values.dtype.kind not in "biufU":
-        values = np.asarray([to_json(prediction).decode()], dtype=object)
+        try:
+            values = np.asarray([to_json(prediction).decode()], dtype=object)
+        except TypeError as exc:  # orjson.JSONEncodeError is one
+            raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
+                                     private=str(exc)) from None
     if values.dtype.kind in "biuf":  # labels too: what a model answers must match its metadata
         datatype, values = "FP64", values.astype("<f8")
     else:
@@ -173,20 +200,23 @@ def _binary(values: np.ndarray) -> bytes:
 
 
 def requested_outputs(request: dict, available: tuple[str, ...]) -> list[tuple[str, bool]]:
-    """(output name, as binary data) for each output asked for; `predict` when none is."""
-    binary_default = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    """(output name, as binary data) for each output asked for; every output when none is, as the
+    protocol says."""
+    binary_default = _flag(_parameters(request, "the request"), "binary_data_output", "the request", False)
     asked = request.get("outputs")
     if asked is None:
-        return [("predict", binary_default)]
+        return [(name, binary_default) for name in available]
     if not isinstance(asked, list) or not asked or not all(isinstance(o, dict) for o in asked):
         raise BadRequest("`outputs` must be a non-empty list of objects with a name")
-    wanted = []
+    wanted = {}
     for output in asked:
         name = output.get("name")
         if name not in available:
             raise BadRequest(f"this model gives the outputs {', '.join(available)}, not {name!r}")
-        wanted.append((name, bool((output.get("parameters") or {}).get("binary_data", binary_default))))
-    return wanted
+        if name in wanted:
+            raise BadRequest(f"output {name!r} is asked for twice")
+        wanted[name] = _flag(_parameters(output, f"output {name!r}"), "binary_data", f"output {name!r}", binary_default)
+    return list(wanted.items())
 
 
 # -- responders -------------------------------------------------------------------------------
@@ -251,8 +281,8 @@ class ModelMetadata(_ModelResource):
     def on_get(self, req, resp, model_name, model_version=None):
         target = self.target(req, model_name, model_version)
         info = self.registry.describe(target.model_id)
-        versions = [target.version] if model_version else sorted(self.registry.versions_of(info.name) or
-                                                                   [target.version], key=version_order)
+        named = self.registry.versions_of(model_name)  # empty when the model is addressed by its id
+        versions = sorted(named, key=version_order) if named and not model_version else [target.version]
         resp.media = model_metadata(model_name, versions, self.registry.signature(target.model_id),
                                     info.framework, sorted(self.registry.aliases().get(info.name, {})))
 
@@ -276,7 +306,7 @@ class ModelInfer(_ModelResource):
         body = memoryview(read_body(req, self.limit, binary=True))
         header = req.get_header(HEADER_LENGTH)
         if header is not None:
-            if not header.isdigit() or not 0 < int(header) <= len(body):
+            if not re.fullmatch(r"[0-9]{1,12}", header) or not 0 < int(header) <= len(body):
                 raise BadRequest(f"{HEADER_LENGTH} must be the JSON header's length, within the body")
             request, binary = parse_json(body[:int(header)]), body[int(header):]
         else:
@@ -286,14 +316,16 @@ class ModelInfer(_ModelResource):
         request_id = request.get("id", req.context.request_id)
         if not isinstance(request_id, str) or len(request_id) > 256:
             raise BadRequest("`id` must be a string of at most 256 characters")
-        payload = model_payload(read_inputs(request, binary))
+        tensors = read_inputs(request, binary)
         target = self.target(req, model_name, model_version)
-        wanted = requested_outputs(request, self.registry.signature(target.model_id).outputs)
+        signature = self.registry.signature(target.model_id)
+        wanted = requested_outputs(request, signature.outputs)
+        payload = model_payload(tensors, signature.feature_names)
         outputs, tails = [], []
         for number, (name, as_binary) in enumerate(wanted):
             result = self.registry.score(target.model_id, payload, output=name, request_id=req.context.request_id,
                                          shadow=target.shadow if number == 0 else None)
-            head, values = output_tensor(name, result.prediction)
+            head, values = output_tensor(target.model_id, name, result.prediction)
             if as_binary:
                 tails.append(_binary(values))
                 head["parameters"] = {"binary_data_size": len(tails[-1])}
@@ -364,12 +396,13 @@ class RepositoryUnload:
         self.registry = registry
 
     def on_post(self, req, resp, model_name):
-        loaded = self.registry.versions_of(model_name).values() or (
-            [model_name] if model_name in self.registry.loaded_ids() else [])
-        if not loaded and not self.registry.models_named(model_name):
+        models = self.registry.models_named(model_name)  # every copy: two uploads may share name and version
+        if not models:
             raise ModelNotFound(f"no model is named {model_name!r}", model_name=model_name)
-        for model_id in list(loaded):
-            self.registry.unload(model_id)
+        loaded = self.registry.loaded_ids()
+        for info in models:
+            if info.id in loaded:
+                self.registry.unload(info.id)
         resp.media = {}
 
 

@@ -154,3 +154,17 @@ def test_an_upload_for_another_environment_is_refused_under_strict_and_nothing_i
     archive = rewrite_artifact(demo_catalog / IRIS / "artifact.zip", tmp_path / "iris.zip")
     assert_error(upload(client, archive, model_name="iris"), 409, "env_incompatible")
     assert client.simulate_get("/api/v1/listmodels").json["count"] == 3
+
+
+@pytest.mark.parametrize("runtime_yaml, strict_status", [
+    (b"MODEL_DEPLOYMENT:\n", 409),  # no conda section at all: no slug, a mismatch only under strict
+    (b"- a list, not a mapping\n", 409),
+    (b"MODEL_DEPLOYMENT: [1, 2]\n", 409),
+    (b"MODEL_DEPLOYMENT:\n  INFERENCE_CONDA_ENV:\n    INFERENCE_ENV_SLUG: %s\n    INFERENCE_PYTHON_VERSION: %s\n"
+     % (ADS_SLUG.encode(), THIS_PYTHON.encode()), 200),  # unquoted 3.10 or 3.11 is a version, not a float
+])
+def test_odd_runtime_yaml_is_read_as_saying_less_never_failing_the_load(make_client, data_dir, runtime_yaml,
+                                                                      strict_status):
+    set_catalog_entry(data_dir, IRIS, members={"runtime.yaml": runtime_yaml})
+    assert load(make_client(MIS_CONDA_SLUG=ADS_SLUG, MIS_ENV_COMPAT="strict")).status_code == strict_status
+    assert load(make_client(MIS_CONDA_SLUG=ADS_SLUG, MIS_ENV_COMPAT="warn")).status_code == 200

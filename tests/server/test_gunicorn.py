@@ -416,10 +416,16 @@ def test_a_stock_v2_client_round_trips_every_framework_and_an_alias_reaches_ever
     # An alias set through one worker routes requests in every other one at once.
     name = quote(next(d.name for d in DEMO_MODELS if d.id == iris))  # aliases belong to names
     assert server.put(f"/api/v1/aliases/{name}/stable", json={"versions": {"1": 1}}).status_code == 200
-    rows = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}
+    rows = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}],
+            "outputs": [{"name": "predict"}]}
     pids = set()
-    for _ in range(20 * WORKERS):
-        answer = server.post(f"/v2/models/{name}/versions/stable/infer", json=rows)
-        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0]
-        pids.add(server.get("/api/v1/serverinfo").json()["worker_pid"])
-    assert len(pids) == WORKERS
+
+    def every_worker_routes_by_the_alias() -> bool:
+        with requests.Session() as session:  # one keep-alive connection: both requests reach one worker
+            pid = session.get(f"{server.url}/api/v1/serverinfo", timeout=30).json()["worker_pid"]
+            answer = session.post(f"{server.url}/v2/models/{name}/versions/stable/infer", json=rows, timeout=30)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0.0], answer.text
+        pids.add(pid)
+        return len(pids) == WORKERS
+
+    wait_until(every_worker_routes_by_the_alias, timeout=60, interval=0)

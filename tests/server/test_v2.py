@@ -27,7 +27,11 @@ def loaded(client):
 
 
 def infer(client, name, body, version=None, **kwargs):
+    """`body`: a request to send as JSON, or bytes as they are."""
     path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+    if isinstance(body, bytes):
+        return client.simulate_post(path, body=body, headers={"Content-Type": "application/json", **kwargs.pop("headers", {})},
+                                    **kwargs)
     return client.simulate_post(path, json=body, **kwargs)
 
 
@@ -59,7 +63,9 @@ def test_every_framework_answers_as_v1_does_by_id_and_by_name(loaded, demo):
         flat = infer(loaded, name, {"inputs": [tensor(X.reshape(-1).tolist(), list(X.shape))]}).json
         nested = infer(loaded, name, {"inputs": [tensor(X.tolist(), list(X.shape), "FP32")]}).json
         assert flat["model_version"] == "1" and flat["parameters"]["model_id"] == demo.id
-        [output] = flat["outputs"]
+        # no `outputs` asked for: every output the metadata lists, as the protocol says
+        assert [o["name"] for o in flat["outputs"]] == [o["name"] for o in metadata["outputs"]]
+        output = flat["outputs"][0]
         assert output["name"] == "predict" and output["shape"] == [5]
         assert output["datatype"] == metadata["outputs"][0]["datatype"]  # the answer is what metadata declares
         assert np.allclose(output["data"], expected)
@@ -151,6 +157,16 @@ def test_bytes_tensors_reach_a_model_as_text_in_json_and_binary(client, tmp_path
     ({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}]},
      {}, 400, "does not fit the binary data"),
     ({"inputs": [tensor(SETOSA, [1, 4])], "id": 7}, {}, 400, "`id` must be a string"),
+    (json.dumps({"inputs": [tensor(SETOSA, [1, 4])], "id": "\ud800"}).encode(), {}, 400, "lone surrogate"),
+    ({"inputs": [{**tensor(SETOSA, [1, 4]), "parameters": "x"}]}, {}, 400, "parameters must be an object"),
+    ({"inputs": [tensor(SETOSA, [1, 4])], "parameters": [1]}, {}, 400, "parameters must be an object"),
+    ({"inputs": [tensor(SETOSA, [1, 4])], "outputs": [{"name": "predict", "parameters": 5}]}, {}, 400,
+     "parameters must be an object"),
+    ({"inputs": [tensor(SETOSA, [1, 4])], "parameters": {"binary_data_output": "false"}}, {}, 400, "true or false"),
+    ({"inputs": [tensor(SETOSA, [1, 4])], "outputs": [{"name": "predict"}, {"name": "predict"}]}, {}, 400, "twice"),
+    ({"inputs": [tensor([], [2**63, 0])]}, {}, 400, "below 2**31"),
+    ({"inputs": [tensor([1.0], [1] * 70)]}, {}, 400, "at most 8"),
+    ({"inputs": [tensor(SETOSA, [1, 4])]}, {"Inference-Header-Content-Length": "\u00b2"}, 400, "JSON header's length"),
 ])
 def test_malformed_inference_requests_say_what_is_wrong(loaded, body, headers, status, fragment):
     result = infer(loaded, IRIS, body, headers=headers)
@@ -214,3 +230,46 @@ def test_gating_and_keys_are_the_same_as_v1(make_client, tmp_path):
     # the demo model is for env dev: a prod server refuses it on every protocol
     result = infer(client, IRIS, {"inputs": [tensor(SETOSA, [1, 4])]}, headers=as_score)
     assert_error(result, 403, "env_mismatch")
+
+
+def test_a_one_text_feature_model_is_called_as_its_metadata_says(client, tmp_path):
+    schema = json.dumps({"schema": [{"name": "city", "dtype": "object", "order": 0}]})
+    archive = score_artifact(tmp_path / "city.zip", """
+        def load_model():
+            return None
+
+        def predict(data, model=None):
+            return [len(city) for city in data["city"]]
+        """, **{"input_schema.json": schema})
+    upload(client, archive, model_name="cities")
+    [declared] = client.simulate_get("/v2/models/cities").json["inputs"]
+    assert declared == {"name": "city", "datatype": "BYTES", "shape": [-1]}
+    answer = infer(client, "cities", {"inputs": [tensor(["Oslo", "Rome", "Lima"], [3], "BYTES", name="city")]})
+    assert answer.json["outputs"][0]["data"] == [4.0, 4.0, 4.0]
+
+
+def test_a_prediction_that_is_no_json_is_the_models_failure(client, tmp_path):
+    archive = score_artifact(tmp_path / "set.zip", """
+        def load_model():
+            return None
+
+        def predict(data, model=None):
+            return {"prediction": {1, 2}}
+        """)
+    upload(client, archive, model_name="sets")
+    assert_error(infer(client, "sets", {"inputs": [tensor([1.0], [1, 1])]}), 422, "model_predict_failed")
+
+
+def test_unloading_a_name_unloads_every_copy_of_it(client, tmp_path):
+    constant = score_artifact(tmp_path / "c.zip", """
+        def load_model():
+            return None
+
+        def predict(data, model=None):
+            return [7 for _ in data]
+        """)
+    first, second = (upload(client, constant, model_name="twin").json["model_id"] for _ in range(2))
+    assert client.simulate_post("/v2/repository/models/twin/unload").status_code == 200
+    for model_id in (first, second):
+        assert client.simulate_get(f"/api/v1/getmodelinfo/{model_id}").json["loaded"] is False
+    assert_error(infer(client, "twin", {"inputs": [tensor([1.0], [1, 1])]}), 404, "model_not_loaded")
