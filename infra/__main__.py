@@ -26,6 +26,7 @@ from infra.workload import (  # noqa: E402
     ServerSpec,
     WorkloadArgs,
     WorkloadComponent,
+    oci_backends_config,
     oke_load_balancer_annotations,
     render_yaml,
     server_manifests,
@@ -113,7 +114,8 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     if s.registry_user:
         registry = RegistryCredentials(f"{s.region}.ocir.io", s.registry_user, s.registry_auth_token)
         pull_secret = pull_secret or "ocir-pull"
-    pod = dict(service_annotations=annotations, workload_identity=True, image_pull_secret=pull_secret)
+    pod = dict(service_annotations=annotations, workload_identity=True, image_pull_secret=pull_secret,
+               config={**oci_backends_config(s.compartment_id, buckets["models"], s.region), **s.server.config})
     workload = WorkloadComponent(f"{name}-server", WorkloadArgs(
         spec=server_spec(s, image, **pod),
         api_keys_document=vault.api_keys_document,

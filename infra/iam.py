@@ -18,8 +18,25 @@ import pulumi
 import pulumi_oci as oci
 
 CLUSTER_AUTOSCALER = ("kube-system", "cluster-autoscaler")
-# The server writes uploaded models into its bucket but never changes the bucket itself.
-OBJECT_PERMISSIONS = ("OBJECT_INSPECT", "OBJECT_READ", "OBJECT_CREATE", "OBJECT_OVERWRITE", "OBJECT_DELETE")
+# Every OCI SDK operation the server calls (MIS_CATALOG=oci, MIS_STORE=oci; server/backends/) and
+# what in workload_statements() allows it: a verb on a resource type, or the object permissions
+# granted on the models bucket. The server never changes the catalog (a person promotes with their
+# own credentials) nor the bucket itself. tests/infra/test_iam.py checks this against the code.
+SERVER_OPERATIONS: dict[str, tuple[str, ...]] = {
+    "list_models": ("read data-science-models",),
+    "get_model": ("read data-science-models",),
+    "head_model_artifact": ("read data-science-models",),
+    "get_model_artifact_content": ("read data-science-models",),
+    "get_namespace": (),  # any authenticated principal may ask its tenancy's namespace
+    "head_bucket": ("read buckets",),
+    "list_objects": ("OBJECT_INSPECT",),
+    "get_object": ("OBJECT_READ",),
+    "head_object": ("OBJECT_READ",),
+    "put_object": ("OBJECT_CREATE", "OBJECT_OVERWRITE"),  # state.json is overwritten (if-match)
+    "delete_object": ("OBJECT_DELETE",),
+}
+OBJECT_PERMISSIONS = tuple(dict.fromkeys(
+    p for allowed in SERVER_OPERATIONS.values() for p in allowed if p.startswith("OBJECT_")))
 DEVOPS_RESOURCE_TYPES = ("devopsbuildpipeline", "devopsdeploypipeline", "devopsrepository", "devopsconnection")
 
 

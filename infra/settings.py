@@ -25,6 +25,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Variables whose values are fixed by the pod layout or the stack, so `server.config` may not set them
 # (MIS_AUTH: a deployed server always authenticates with the stack's keys).
 RESERVED_SERVER_VARIABLES = ("MIS_ENV", "MIS_BIND", "MIS_DATA_DIR", "MIS_API_KEYS_FILE", "MIS_AUTH")
+# In OCI mode the stack wires the server to its own catalog compartment and models bucket with the
+# pods' workload identity (infra/workload.py oci_backends_config); hybrid stacks may set them.
+RESERVED_OCI_SERVER_VARIABLES = ("MIS_CATALOG", "MIS_STORE", "MIS_OCI_AUTH", "MIS_OCI_COMPARTMENT_ID", "MIS_OCI_BUCKET")
 # Address space the internet does not route: RFC 1918, and RFC 6598 shared space (100.64.0.0/10),
 # which carriers and overlay VPNs use behind NAT, so no internet host can appear with such a source.
 PRIVATE_NETWORKS = tuple(
@@ -590,7 +593,8 @@ class _Reader:
         if not isinstance(extra, dict):
             raise self.fail(f"{section}.config", "must be a mapping of MIS_* variables to values")
         for name, value in extra.items():
-            if not name.startswith("MIS_") or name in RESERVED_SERVER_VARIABLES:
+            if not name.startswith("MIS_") or name in RESERVED_SERVER_VARIABLES or (
+                    not hybrid and name in RESERVED_OCI_SERVER_VARIABLES):
                 raise self.fail(f"{section}.config.{name}", "is not a settable MIS_* variable")
             if not isinstance(value, (str, int, float, bool)):
                 raise self.fail(f"{section}.config.{name}", "must be a scalar value")

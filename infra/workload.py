@@ -75,6 +75,19 @@ class ServerSpec:
     in_flight_target: int | None = None
 
 
+def oci_backends_config(compartment_id: str, models_bucket: str, region: str) -> dict[str, str]:
+    """An OCI stack's server: the compartment's Data Science catalog and the stack's models bucket,
+    reached with the pod's workload identity. No preload: the loaded set kept in the bucket decides
+    what every replica serves (an admin's loadmodel), not each pod's start."""
+    return {
+        "MIS_CATALOG": "oci", "MIS_STORE": "oci", "MIS_OCI_AUTH": "workload_identity",
+        "MIS_OCI_COMPARTMENT_ID": compartment_id, "MIS_OCI_BUCKET": models_bucket, "MIS_OCI_REGION": region,
+        "MIS_PRELOAD": "",
+        # The SDK's workload identity signer reads its region from here.
+        "OCI_RESOURCE_PRINCIPAL_REGION": region,
+    }
+
+
 def accepted_findings(spec: ServerSpec) -> dict[str, str]:
     """checkov's Kubernetes findings that the Deployment accepts on purpose, as the annotations that
     tell checkov so (`checkov.io/skipN: CHECK=reason`; checkov splits on "=", so no "=" in a reason)."""

@@ -14,7 +14,7 @@ import falcon.media
 
 from . import __version__, metrics, resources, v2
 from .auth import ADMIN, ApiKeys, Gate
-from .catalog import LocalCatalog
+from .catalog import Catalog, LocalCatalog
 from .config import Config
 from .environment import ServerEnvironment
 from .errors import MISError
@@ -23,24 +23,84 @@ from .logs import audit_server_change, configure_json_logs, log_request
 from .middleware import Admission, Authenticate, Observe, choose_request_id
 from .openapi import add_docs_routes
 from .registry import Registry
-from .store import LocalStore
+from .store import LocalStore, Store
 from .warmup import Warmup
 
 log = logging.getLogger(__name__)
 
 
-def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=None) -> Registry:
+def build_backends(config: Config, background: bool = True) -> tuple[Catalog, Store]:
+    """The catalog and the store the config names. On OCI they share one set of credentials, and
+    building them raises ConfigError when there are none. `background=False` (the gunicorn master)
+    starts no refresher threads: the master forks."""
+    local = LocalStore(config.store_dir, config.max_artifact_bytes)
+    catalog: Catalog = LocalCatalog(config.catalog_dir)
+    if "oci" not in (config.catalog, config.store):
+        return catalog, local
+    import oci  # only where a backend is on OCI: the SDK takes a while to import
+
+    from .backends.oci_catalog import OciCatalog
+    from .backends.oci_clients import DATA_SCIENCE, OBJECT_STORAGE, OciSettings, Service, client, credentials
+    from .backends.oci_store import OciStore
+
+    settings = OciSettings(
+        auth=config.oci_auth, config_file=config.oci_config_file, profile=config.oci_profile,
+        region=config.oci_region, data_science_endpoint=config.oci_data_science_endpoint,
+        object_storage_endpoint=config.oci_object_storage_endpoint, timeout_s=config.oci_timeout_s,
+        attempts=config.oci_attempts, budget_s=max(1.0, config.timeout_s - 1.0),  # inside the request's deadline
+    )
+    creds = credentials(settings)
+    refresh_s = metadata_trust_s(config)
+    store: Store = local
+    if config.catalog == "oci":
+        sdk = client(oci.data_science.DataScienceClient, settings, settings.data_science_endpoint, creds)
+        catalog = OciCatalog(Service(DATA_SCIENCE, sdk, settings), config.oci_compartment_id, config.oci_project_id,
+                             config.data_dir / "cache" / "catalog", config.max_artifact_bytes, refresh_s, background)
+    if config.store == "oci":
+        sdk = client(oci.object_storage.ObjectStorageClient, settings, settings.object_storage_endpoint, creds)
+        store = OciStore(Service(OBJECT_STORAGE, sdk, settings), config.oci_namespace, config.oci_bucket, local,
+                         config.state_ttl_s, refresh_s, background)
+    return catalog, store
+
+
+def metadata_trust_s(config: Config) -> float:
+    """How long a worker trusts a loaded model's metadata. A remote backend's copy is itself up to
+    as old as it re-reads it (it does so every half TTL): each trusts half, so an `env` edit gates
+    within MIS_METADATA_TTL_S in all."""
+    remote = "oci" in (config.catalog, config.store)
+    return config.metadata_ttl_s / 2 if remote else config.metadata_ttl_s
+
+
+def check_backends(config: Config) -> None:
+    """Once, at start: credentials that cannot work, or a compartment or bucket they cannot reach,
+    stop the server (ConfigError naming what to set). A service that is only down does not."""
+    catalog, store = build_backends(config, background=False)
+    if config.catalog == config.store == "local":
+        return
+    from .backends.oci_clients import check_start
+
+    if config.catalog == "oci":
+        check_start(catalog.service, catalog.probe,
+                    f"set MIS_OCI_COMPARTMENT_ID to a compartment these credentials may read models of "
+                    f"(now {config.oci_compartment_id})")
+    if config.store == "oci":
+        check_start(store.service, store.probe,
+                    f"set MIS_OCI_BUCKET (and MIS_OCI_NAMESPACE) to a bucket these credentials may use "
+                    f"(now {config.oci_bucket})")
+
+
+def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=None,
+                   background: bool = True) -> Registry:
     """The core from the config; under gunicorn, `inflight_file` lets the master blame a model for a
     worker's death and `on_stuck` recycles a worker whose predict threads are stuck."""
     guard = PredictGuard(timeout_s=config.predict_timeout_s, threads=config.threads,
                          output_bytes=config.model_output_bytes, recycle_after_s=config.timeout_s,
                          inflight_file=inflight_file, on_stuck=on_stuck)
     return Registry(
-        LocalCatalog(config.catalog_dir),
-        LocalStore(config.store_dir, config.max_artifact_bytes),
+        *build_backends(config, background),
         guard,
         env=config.env,
-        metadata_ttl_s=config.metadata_ttl_s,
+        metadata_ttl_s=metadata_trust_s(config),
         max_upload_bytes=config.max_upload_bytes,
         quarantine_strikes=config.quarantine_strikes,
         quarantine_window_s=config.quarantine_window_s,

@@ -27,7 +27,21 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MIS_KEEPALIVE_S": ("5", "Seconds an idle keep-alive connection stays open."),
     "MIS_GRACEFUL_TIMEOUT_S": ("30", "Seconds a worker told to stop (SIGTERM) has to answer what it was sent; then it is killed. Keep the pod's terminationGracePeriodSeconds above its preStop pause plus this."),
     "MIS_DATA_DIR": ("var", "Directory of the embedded catalog (catalog/) and the model store (store/)."),
-    "MIS_CATALOG": ("local", "Where model metadata and artifacts come from: `local` (the embedded directory catalog)."),
+    "MIS_CATALOG": ("local", "Where model metadata and artifacts come from: `local` (the embedded directory catalog) or `oci` (the OCI Data Science Model Catalog of MIS_OCI_COMPARTMENT_ID)."),
+    "MIS_STORE": ("local", "Where uploaded models and the shared model state (loaded models, aliases) live: `local` (under MIS_DATA_DIR, one replica) or `oci` (the Object Storage bucket MIS_OCI_BUCKET, shared by every replica)."),
+    "MIS_STATE_TTL_S": ("5", "MIS_STORE=oci: longest time a replica takes to see a load, upload, removal or alias change made on another (each worker re-reads the bucket's state this often, in the background)."),
+    "MIS_OCI_AUTH": ("workload_identity", "How the OCI backends authenticate: `workload_identity` (OKE pods), `instance_principal`, `resource_principal` or `api_key` (MIS_OCI_CONFIG_FILE, MIS_OCI_PROFILE)."),
+    "MIS_OCI_CONFIG_FILE": ("", "MIS_OCI_AUTH=api_key: the OCI config file; empty: ~/.oci/config."),
+    "MIS_OCI_PROFILE": ("DEFAULT", "MIS_OCI_AUTH=api_key: the profile of the OCI config file."),
+    "MIS_OCI_REGION": ("", "OCI region of the services (e.g. us-phoenix-1); empty: the signer's or the config file's."),
+    "MIS_OCI_COMPARTMENT_ID": ("", "MIS_CATALOG=oci: the compartment whose ACTIVE models the server serves (required)."),
+    "MIS_OCI_PROJECT_ID": ("", "MIS_CATALOG=oci: only this Data Science project's models; empty: every project of the compartment."),
+    "MIS_OCI_BUCKET": ("", "MIS_STORE=oci: the Object Storage bucket of uploads and shared state (required)."),
+    "MIS_OCI_NAMESPACE": ("", "MIS_STORE=oci: the Object Storage namespace; empty: looked up once at start."),
+    "MIS_OCI_DATA_SCIENCE_ENDPOINT": ("", "Data Science endpoint URL (a private endpoint, an emulator); empty: the region's."),
+    "MIS_OCI_OBJECT_STORAGE_ENDPOINT": ("", "Object Storage endpoint URL (a private endpoint, an emulator); empty: the region's."),
+    "MIS_OCI_TIMEOUT_S": ("10", "Seconds one OCI call waits for an answer before it counts as failed."),
+    "MIS_OCI_ATTEMPTS": ("3", "Attempts per OCI call on throttling (429), 5xx and timeouts, with backoff; never past the request's MIS_TIMEOUT_S."),
     "MIS_DEMO_MODELS": ("true", "Build the demo models into an empty local catalog on first start."),
     "MIS_PRELOAD": ("all", "Models to load at start: `all` catalog models, none (empty), or comma-separated ids."),
     "MIS_MAX_LOADED_MODELS": ("0", "Most models one worker keeps in memory (0: no limit). Beyond it the least recently used is unloaded there, stays loaded for the server, and is loaded again by its next request. Models named in MIS_PRELOAD are never unloaded."),
@@ -45,7 +59,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
 }
 
 _BIND = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
-_CATALOGS = ("local",)
+_CATALOGS = ("local", "oci")
+_STORES = ("local", "oci")
+OCI_AUTH_MODES = ("workload_identity", "instance_principal", "resource_principal", "api_key")
+_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?$")
 _ERROR_DETAIL = ("admin", "all", "none")
 ENV_COMPAT_POLICIES = ("strict", "warn", "off")
 
@@ -84,6 +101,20 @@ class Config:
     error_detail: str
     env_compat: str = "warn"
     conda_slug: str | None = None  # None: not set; the environment module may detect it
+    store: str = "local"
+    state_ttl_s: float = 5.0
+    oci_auth: str = "workload_identity"
+    oci_config_file: str | None = None
+    oci_profile: str = "DEFAULT"
+    oci_region: str | None = None
+    oci_compartment_id: str | None = None
+    oci_project_id: str | None = None
+    oci_bucket: str | None = None
+    oci_namespace: str | None = None
+    oci_data_science_endpoint: str | None = None
+    oci_object_storage_endpoint: str | None = None
+    oci_timeout_s: float = 10.0
+    oci_attempts: int = 3
 
     @property
     def catalog_dir(self) -> Path:
@@ -106,6 +137,10 @@ class Config:
         catalog = get("MIS_CATALOG").lower()
         if catalog not in _CATALOGS:
             raise ConfigError(f"MIS_CATALOG must be one of {', '.join(_CATALOGS)}, got {catalog!r}")
+        store = get("MIS_STORE").lower()
+        if store not in _STORES:
+            raise ConfigError(f"MIS_STORE must be one of {', '.join(_STORES)}, got {store!r}")
+        oci = _oci_settings(get, catalog, store)
         preload = get("MIS_PRELOAD")
         env = get("MIS_ENV") or None
         error_detail = get("MIS_ERROR_DETAIL").lower()
@@ -145,7 +180,40 @@ class Config:
             error_detail=error_detail,
             env_compat=env_compat,
             conda_slug=get("MIS_CONDA_SLUG") or None,
+            store=store,
+            state_ttl_s=_number(get, "MIS_STATE_TTL_S", float, minimum=0.1),
+            **oci,
         )
+
+
+def _oci_settings(get, catalog: str, store: str) -> dict:
+    """The OCI backends' settings, checked only where a backend is on OCI."""
+    if "oci" not in (catalog, store):
+        return {}
+    auth = get("MIS_OCI_AUTH").lower()
+    if auth not in OCI_AUTH_MODES:
+        raise ConfigError(f"MIS_OCI_AUTH must be one of {', '.join(OCI_AUTH_MODES)}, got {auth!r}")
+    if catalog == "oci" and not get("MIS_OCI_COMPARTMENT_ID"):
+        raise ConfigError("MIS_CATALOG=oci needs MIS_OCI_COMPARTMENT_ID: the OCID of the compartment whose models to serve")
+    if store == "oci" and not get("MIS_OCI_BUCKET"):
+        raise ConfigError("MIS_STORE=oci needs MIS_OCI_BUCKET: the Object Storage bucket for uploads and shared state")
+    for name in ("MIS_OCI_DATA_SCIENCE_ENDPOINT", "MIS_OCI_OBJECT_STORAGE_ENDPOINT"):
+        if get(name) and not _URL.match(get(name)):
+            raise ConfigError(f"{name} must be an http(s) URL, got {get(name)!r}")
+    return dict(
+        oci_auth=auth,
+        oci_config_file=get("MIS_OCI_CONFIG_FILE") or None,
+        oci_profile=get("MIS_OCI_PROFILE") or "DEFAULT",
+        oci_region=get("MIS_OCI_REGION") or None,
+        oci_compartment_id=get("MIS_OCI_COMPARTMENT_ID") or None,
+        oci_project_id=get("MIS_OCI_PROJECT_ID") or None,
+        oci_bucket=get("MIS_OCI_BUCKET") or None,
+        oci_namespace=get("MIS_OCI_NAMESPACE") or None,
+        oci_data_science_endpoint=get("MIS_OCI_DATA_SCIENCE_ENDPOINT").rstrip("/") or None,
+        oci_object_storage_endpoint=get("MIS_OCI_OBJECT_STORAGE_ENDPOINT").rstrip("/") or None,
+        oci_timeout_s=_number(get, "MIS_OCI_TIMEOUT_S", float, minimum=0.1),
+        oci_attempts=_number(get, "MIS_OCI_ATTEMPTS", int, minimum=1),
+    )
 
 
 def _api_keys_file(get, bind: str) -> Path | None:

@@ -555,10 +555,11 @@ def ensure_demo_catalog(catalog_dir: pathlib.Path, env: str = "dev") -> list[str
     missing = [d for d in DEMO_MODELS if not _entry_complete(catalog_dir / d.id)]
     if missing:
         with _catalog_lock(catalog_dir):
-            for demo in missing:
+            for number, demo in enumerate(missing, 1):
                 final_dir = catalog_dir / demo.id
                 if _entry_complete(final_dir):
                     continue
+                log.info("building demo model %s (%d of %d)...", demo.id, number, len(missing))
                 # mkdir, not mkdtemp: the entry gets the umask's mode like every other catalog entry
                 # (mkdtemp's 0700), and the lock makes the name ours.
                 tmp_dir = catalog_dir / f".tmp-{demo.id}-{os.getpid()}"

@@ -16,7 +16,7 @@ if run_dir() is None:
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from server.app import blame_dead_worker, build_master_gate, build_registry  # noqa: E402
+from server.app import blame_dead_worker, build_master_gate, build_registry, check_backends  # noqa: E402
 from server.auth import KeysFileError  # noqa: E402
 from server.config import Config, ConfigError  # noqa: E402
 from server.logs import configure_json_logs  # noqa: E402
@@ -25,6 +25,7 @@ from server.store import sweep_staging  # noqa: E402
 try:
     _config = Config.from_env()
     _gate = build_master_gate(_config)  # a keys file that cannot be used stops the start here
+    check_backends(_config)  # so do OCI credentials that cannot work
 except (ConfigError, KeysFileError) as exc:
     remove_run_dir()
     sys.exit(f"The server cannot start: {exc}")  # one line saying what to set, not a traceback
@@ -74,7 +75,7 @@ def on_starting(server):
         subprocess.run(command, check=True)
     # One copy of each configured model for all workers: loaded here, inherited by every fork.
     try:
-        registry = build_registry(_config)
+        registry = build_registry(_config, background=False)  # no threads in a process that forks
         registry.preopen(_config.preload if _config.preload is not None else list(registry.all_catalog_ids()))
     except Exception as exc:  # the workers load what they need themselves and report what fails
         server.log.warning("no model was loaded before the fork: %r", exc)

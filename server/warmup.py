@@ -14,14 +14,14 @@ import threading
 import time
 from typing import Iterator
 
-from .errors import InsufficientStorage, MISError, StoreUnavailable
+from .errors import InsufficientStorage, MISError, ServiceUnavailable, StoreUnavailable
 from .registry import Registry
 
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
-_STORE_FAULTS = (StoreUnavailable, InsufficientStorage)
+_STORE_FAULTS = (StoreUnavailable, InsufficientStorage, ServiceUnavailable)  # an OCI backend's outage too
 
 
 def retry_delays() -> Iterator[float]:
@@ -45,10 +45,12 @@ class Warmup:
 
     def run(self) -> None:
         try:
-            wanted = self.preload if self.preload is not None else tuple(self.registry.all_catalog_ids())
-            self.pending = set(wanted)
+            wanted = None
             for delay in retry_delays():
                 try:
+                    if wanted is None:  # listing a remote catalog may meet its outage too
+                        wanted = self.preload if self.preload is not None else tuple(self.registry.all_catalog_ids())
+                        self.pending = set(wanted)
                     self._load_pending(wanted)
                     return
                 except _STORE_FAULTS as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,31 @@ def test_keys_are_granted_before_anything_is_encrypted_with_them(stack):
         "oci:ObjectStorage/bucket:Bucket",
     )]
     assert encrypted and min(encrypted) > grant
+
+
+def server_oci_operations() -> set[str]:
+    """The OCI SDK operations the server's code calls: every call goes through Service.call("<op>", ...)."""
+    backends = Path(__file__).resolve().parents[2] / "server" / "backends"
+    return {op for path in backends.glob("*.py") for op in re.findall(r'\.call\(\s*"(\w+)"', path.read_text())}
+
+
+def workload_grants(stack: str) -> list[str]:
+    (policy,) = [p for p in stack_run(stack).of_type("oci:Identity/policy:Policy") if p.name.endswith("-workloads")]
+    return [s for s in inputs(policy)["statements"] if "request.principal.service_account = 'model-inference-server'" in s]
+
+
+@pytest.mark.parametrize("stack", OCI_STACKS)
+def test_the_server_pods_are_granted_exactly_the_operations_the_server_calls(stack):
+    from infra.iam import SERVER_OPERATIONS
+
+    # update_model is promotion (`mis promote --catalog oci`), run with a person's own credentials.
+    called = server_oci_operations() - {"update_model"}
+    assert called == set(SERVER_OPERATIONS), "server/backends calls and infra/iam.SERVER_OPERATIONS disagree"
+    statements = workload_grants(stack)
+    needed = {allowed for op in called for allowed in SERVER_OPERATIONS[op]}
+    for verb in {allowed for allowed in needed if not allowed.startswith("OBJECT_")}:
+        assert any(s.startswith(f"Allow any-user to {verb} ") for s in statements), verb
+    (objects,) = [s for s in statements if " manage objects " in s]
+    assert set(re.findall(r"request\.permission = '(\w+)'", objects)) == {p for p in needed if p.startswith("OBJECT_")}
+    assert re.search(r"target\.bucket\.name = '[\w-]+-models'", objects), objects
+    assert not any("data-science-models" in s and " read " not in s for s in statements)

@@ -8,7 +8,8 @@ import pytest
 
 from infra.render import kubernetes_objects
 from server.config import Config
-from tests.infra.harness import STACKS, setting, stack_run
+from tests.infra.harness import STACKS, is_hybrid, setting, stack_run
+from tests.infra.harness import config as harness_config
 from tests.pipelines.image import final_env, stages
 
 
@@ -42,3 +43,17 @@ def test_each_stack_renders_a_server_config_that_parses(stack):
         f"{stack} asks for demo models, which the server image cannot build (no oracle-ads)"
     )
     assert not image_can_build_demo_models()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_oci_stacks_serve_their_catalog_and_bucket_with_workload_identity_and_hybrid_ones_stay_local(stack):
+    config = Config.from_env(container_environment(stack))
+    if is_hybrid(stack):
+        assert (config.catalog, config.store) == ("local", "local")
+        return
+    prefix = stack_run(stack).of_type("oci:ObjectStorage/bucket:Bucket")
+    assert (config.catalog, config.store, config.oci_auth) == ("oci", "oci", "workload_identity")
+    assert config.oci_compartment_id == setting(stack, "compartmentId")
+    assert config.oci_bucket in {b.name for b in prefix} and config.oci_bucket.endswith("-models")
+    assert config.oci_region == harness_config(stack)["oci:region"]
+    assert config.preload == ()  # the bucket's loaded set decides, not each pod's start
