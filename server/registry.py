@@ -65,6 +65,7 @@ class LoadedModel:
     timeouts: int = 0
     predict_seconds: float = 0.0
     env_mismatches: list[str] = field(default_factory=list)  # what MIS_ENV_COMPAT=warn let through
+    signature: Signature | None = None  # worked out on first asking (V2 asks on every request)
 
     def stats(self) -> dict:
         return {
@@ -262,11 +263,13 @@ class Registry:
         loaded, _ = self._in_memory(model_id)
         if loaded is None:
             raise ModelNotLoaded(f"model {model_id!r} is not loaded", model_id=model_id)
-        runtime, info = loaded.runtime, loaded.info
-        outputs = ("predict", "predict_proba") if runtime.predict_proba is not None else ("predict",)
-        output_types = list(_schema_types(info.output_schema).values())
-        return Signature(runtime.n_features, runtime.feature_names, _schema_types(info.input_schema),
-                         output_types[0] if len(output_types) == 1 else None, outputs)
+        if loaded.signature is None:
+            runtime, info = loaded.runtime, loaded.info
+            outputs = ("predict", "predict_proba") if runtime.predict_proba is not None else ("predict",)
+            output_types = list(_schema_types(info.output_schema).values())
+            loaded.signature = Signature(runtime.n_features, runtime.feature_names, _schema_types(info.input_schema),
+                                         output_types[0] if len(output_types) == 1 else None, outputs)
+        return loaded.signature
 
     def models_named(self, name: str) -> list[ModelInfo]:
         """Every model (loaded or not) whose name or id is `name`."""
