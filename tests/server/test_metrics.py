@@ -16,10 +16,20 @@ from server.auth import ADMIN, METRICS, SCORE
 from ..processes import GunicornProcess, wait_until
 from .keys import keys_document, mount_keys, new_key
 from .test_resources import IRIS, SETOSA, multipart
-from .test_worker import SCORE_HANGS, raw_exchange, server, upload  # noqa: F401 (server: the fixture)
+from .test_worker import raw_exchange, server, upload  # noqa: F401 (server: the fixture)
 from .zips import SCORE_LOAD_FAILS, score_artifact
 
 WINE = "demo-lightgbm-wine"
+SCORE_HANGS_MARKED = """
+import os, pathlib, threading, time
+
+def load_model():
+    return None
+
+def predict(data, model=None):
+    pathlib.Path(os.environ["HUNG_MARKS"], f"{os.getpid()}-{threading.get_ident()}").touch()
+    time.sleep(3600)
+"""
 SCORING_KEY, MONITORING_KEY, ADMIN_KEY = new_key(), new_key(), new_key()
 SCORING, MONITORING, ADMINISTRATION = ({"Authorization": f"Bearer {key}"}
                                        for key in (SCORING_KEY, MONITORING_KEY, ADMIN_KEY))
@@ -155,8 +165,10 @@ def workers_of(master_pid: int) -> list[int]:
 
 
 def test_a_dead_workers_requests_leave_the_in_flight_gauge_and_its_quarantine_is_counted(server, tmp_path):
-    app = server(MIS_WORKERS="2", MIS_PREDICT_TIMEOUT_S="60", MIS_QUARANTINE_STRIKES="1")
-    hung = upload(app, tmp_path, SCORE_HANGS, "hangs")
+    started = tmp_path / "started"  # the hung model marks each predict it begins
+    started.mkdir()
+    app = server(MIS_WORKERS="2", MIS_PREDICT_TIMEOUT_S="60", MIS_QUARANTINE_STRIKES="1", HUNG_MARKS=str(started))
+    hung = upload(app, tmp_path, SCORE_HANGS_MARKED, "hangs")
 
     def in_flight(samples) -> float:
         return value(samples, "mis_requests_in_flight")
@@ -164,6 +176,8 @@ def test_a_dead_workers_requests_leave_the_in_flight_gauge_and_its_quarantine_is
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         calls = [pool.submit(lambda: requests.post(f"{app.url}/api/v1/score/", params={"model_id": model},
                                                    json=[SETOSA], timeout=60)) for model in (hung, hung)]
+        # both predicts begun (so their workers' in-flight records name the model), then counted
+        wait_until(lambda: len(list(started.iterdir())) == 2, timeout=20)
         wait_until(lambda: in_flight(scrape(app.url)) == 3, timeout=20)  # two hung, and the scrape itself
         workers = workers_of(app.process.pid)
         assert len(workers) == 2
