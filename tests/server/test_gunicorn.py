@@ -429,3 +429,42 @@ def test_a_stock_v2_client_round_trips_every_framework_and_an_alias_reaches_ever
         return len(pids) == WORKERS
 
     wait_until(every_worker_routes_by_the_alias, timeout=60, interval=0)
+
+
+ANSWERS_ITS_VERSION = """
+def load_model():
+    return None
+
+def predict(data, model=None):
+    return [{version} for _ in data]
+"""
+
+
+def test_an_alias_splits_traffic_by_weight_and_mirrors_it_unseen_under_gunicorn(gunicorn, tmp_path):
+    server = gunicorn(MIS_PRELOAD="")
+    ids = {}
+    for version in ("1", "2", "3"):
+        archive = score_artifact(tmp_path / f"v{version}.zip", ANSWERS_ITS_VERSION.format(version=version))
+        with open(archive, "rb") as handle:
+            answer = server.post("/api/v1/uploadmodel/", files={"file": ("a.zip", handle)},
+                                 data={"model_name": "churn", "version": version})
+        assert answer.status_code == 201, answer.text
+        ids[version] = answer.json()["model_id"]
+    spec = {"versions": {"1": 80, "2": 20}, "shadow": {"version": "3", "percent": 100}}
+    assert server.put("/api/v1/aliases/churn/default", json=spec).status_code == 200
+
+    n, served = 400, {"1": 0, "2": 0}
+    for _ in range(n):  # fresh connections, spread over the 3 workers: each routes by the shared alias
+        answer = server.post("/api/v1/score", params={"model_name": "churn"}, json=[[0.0]]).json()
+        assert answer["prediction"] == [int(answer["model_version"])]  # the version that answered, never the shadow
+        served[answer["model_version"]] += 1
+    # binomial(400, 0.2): mean 80, sd 8; 5 sd either side
+    assert abs(served["2"] - n * 0.2) < 5 * (n * 0.2 * 0.8) ** 0.5, served
+
+    def shadow_lines() -> list[dict]:
+        return [json.loads(line) for line in server.log_path.read_text().splitlines() if '"log":"shadow"' in line]
+
+    wait_until(lambda: len(shadow_lines()) == n, timeout=60)  # every request mirrored, each logged once
+    assert {(line["model"], line["outcome"], line["prediction"], line["agrees"]) for line in shadow_lines()} == {
+        (ids["3"], "ok", "[3]", False)}
+    assert {line["primary"] for line in shadow_lines()} == {ids["1"], ids["2"]}
