@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import orjson
 
@@ -271,14 +271,18 @@ class Registry:
                                          output_types[0] if len(output_types) == 1 else None, outputs)
         return loaded.signature
 
-    def models_named(self, name: str) -> list[ModelInfo]:
-        """Every model (loaded or not) whose name or id is `name`."""
-        found, page = [], None
+    def all_models(self) -> Iterator[ModelInfo]:
+        """Every model, uploaded and catalogued, loaded or not, page after page."""
+        page = None
         while True:
             models, page = self.list_models(None, None, 1000, page)
-            found += [m for m in models if name in (m.name, m.id)]
+            yield from models
             if page is None:
-                return found
+                return
+
+    def models_named(self, name: str) -> list[ModelInfo]:
+        """Every model (loaded or not) whose name or id is `name`."""
+        return [m for m in self.all_models() if name in (m.name, m.id)]
 
     def env_mismatches(self, model_id: str) -> list[str] | None:
         """How a loaded model's artifact does not match this server (MIS_ENV_COMPAT=warn); None when

@@ -19,7 +19,7 @@ from . import __version__
 from .auth import ADMIN, SCORE, Gate
 from .config import Config
 from .errors import BadRequest, ModelPredictFailed, PayloadTooLarge, UnsupportedMediaType
-from .registry import Registry
+from .registry import Registry, Target
 from .warmup import Warmup
 
 JSON_TYPES = ("application/json", "text/json")
@@ -46,10 +46,28 @@ def to_json(value) -> bytes:
     return orjson.dumps(value, default=_tolist, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
+def model_answer_json(model_id: str, answer) -> bytes:
+    """`answer` (holding what a model predicted) as JSON; a prediction that is no JSON is the
+    model's failure, answered as such, not the server's."""
+    try:
+        return to_json(answer)
+    except TypeError as exc:  # orjson.JSONEncodeError is one
+        raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
+                                 private=str(exc)) from None
+
+
 def _tolist(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def resolve(req: falcon.Request, registry: Registry, name: str, version: str | None) -> Target:
+    """The loaded model a request for `name` (and a version or alias) goes to, named in the
+    request's context for its log line and metrics labels."""
+    target = registry.resolve(name, version)
+    req.context.model_id, req.context.model_version = target.model_id, target.version
+    return target
 
 
 def check_length(req: falcon.Request, limit: int, what: str) -> None:
@@ -219,9 +237,8 @@ class Score:
         payload = read_json(req, self.limit)
         shadow = None
         if model_name is not None:
-            target = self.registry.resolve(model_name, req.get_param("version"))
+            target = resolve(req, self.registry, model_name, req.get_param("version"))
             model_id, shadow = target.model_id, target.shadow
-            req.context.model_id, req.context.model_version = model_id, target.version
         result = self.registry.score(model_id, payload, shadow=shadow, request_id=req.context.request_id)
         req.context.model_version = result.model_version
         answer = {
@@ -233,11 +250,7 @@ class Score:
         }
         if result.load_ms:  # this worker had unloaded the model to stay within MIS_MAX_LOADED_MODELS
             answer["timing"]["load_ms"] = round(result.load_ms, 3)
-        try:  # here, not after the responder: a prediction that is no JSON is the model's failure, answered so
-            resp.data = to_json(answer)
-        except TypeError as exc:  # orjson.JSONEncodeError is one
-            raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
-                                     private=str(exc)) from None
+        resp.data = model_answer_json(model_id, answer)  # here, not after the responder: the model's failure
         resp.content_type = falcon.MEDIA_JSON
 
 

@@ -269,9 +269,13 @@ class LocalStore:
             return found
 
     def _read_state(self) -> dict:
-        with self._io("read the model state"):
+        return self._read_shared(self.state_file, "read the model state")
+
+    def _read_shared(self, path: Path, action: str) -> dict:
+        """One of the shared JSON files (state, quarantine); empty before its first write."""
+        with self._io(action):
             try:
-                return json.loads(self.state_file.read_text())
+                return json.loads(path.read_text())
             except FileNotFoundError:
                 return {}
 
@@ -348,11 +352,7 @@ class LocalStore:
         return True
 
     def _quarantine(self) -> dict:
-        with self._io("read the quarantine"):
-            try:
-                return json.loads(self.quarantine_file.read_text())
-            except FileNotFoundError:
-                return {}
+        return self._read_shared(self.quarantine_file, "read the quarantine")
 
 
 def extract_artifact(artifact_zip: Path, dest: Path, max_bytes: int) -> None:

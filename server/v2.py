@@ -23,9 +23,9 @@ import numpy as np
 from . import __version__
 from .auth import ADMIN, SCORE
 from .config import Config
-from .errors import BadRequest, InvalidInput, ModelNotFound, ModelPredictFailed
+from .errors import BadRequest, InvalidInput, ModelNotFound
 from .registry import Registry, Signature, Target, version_order
-from .resources import parse_json, read_body, to_json
+from .resources import model_answer_json, parse_json, read_body, resolve, to_json
 from .warmup import Warmup
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -180,11 +180,7 @@ def output_tensor(model_id: str, name: str, prediction: Any) -> tuple[dict, np.n
     except ValueError:  # ragged
         values = None
     if values is None or values.dtype.kind not in "biufU":
-        try:
-            values = np.asarray([to_json(prediction).decode()], dtype=object)
-        except TypeError as exc:  # orjson.JSONEncodeError is one
-            raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
-                                     private=str(exc)) from None
+        values = np.asarray([model_answer_json(model_id, prediction).decode()], dtype=object)
     if values.dtype.kind in "biuf":  # labels too: what a model answers must match its metadata
         datatype, values = "FP64", values.astype("<f8")
     else:
@@ -272,9 +268,7 @@ class _ModelResource:
         self.registry = registry
 
     def target(self, req, model_name: str, model_version: str | None) -> Target:
-        target = self.registry.resolve(model_name, model_version)
-        req.context.model_id, req.context.model_version = target.model_id, target.version
-        return target
+        return resolve(req, self.registry, model_name, model_version)
 
 
 class ModelMetadata(_ModelResource):
@@ -356,15 +350,11 @@ class RepositoryIndex:
         if not isinstance(request, dict) or not isinstance(request.get("ready", False), bool):
             raise BadRequest('send {} or {"ready": true|false}')
         loaded = self.registry.loaded_ids()
-        index, page = [], None
-        while True:
-            models, page = self.registry.list_models(None, None, 1000, page)
-            for info in models:
-                reason = self.registry.quarantine_reason(info.id) if info.id in loaded else "not loaded"
-                index.append({"name": info.name, "version": info.version, "state": "READY" if reason is None
-                              else "UNAVAILABLE", "reason": reason or "", "id": info.id})
-            if page is None:
-                break
+        index = []
+        for info in self.registry.all_models():
+            reason = self.registry.quarantine_reason(info.id) if info.id in loaded else "not loaded"
+            index.append({"name": info.name, "version": info.version, "state": "READY" if reason is None
+                          else "UNAVAILABLE", "reason": reason or "", "id": info.id})
         if request.get("ready"):
             index = [entry for entry in index if entry["state"] == "READY"]
         resp.media = index
