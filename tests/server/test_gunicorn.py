@@ -24,6 +24,7 @@ from server.demo import DEMO_MODELS
 
 from ..processes import REPO, GunicornProcess, free_port, wait_until
 from .keys import keys_document, mount_keys, new_key
+from .test_aliases import VERSION_MODEL
 from .zips import score_artifact
 
 WORKERS = 3
@@ -431,20 +432,11 @@ def test_a_stock_v2_client_round_trips_every_framework_and_an_alias_reaches_ever
     wait_until(every_worker_routes_by_the_alias, timeout=60, interval=0)
 
 
-ANSWERS_ITS_VERSION = """
-def load_model():
-    return None
-
-def predict(data, model=None):
-    return [{version} for _ in data]
-"""
-
-
 def test_an_alias_splits_traffic_by_weight_and_mirrors_it_unseen_under_gunicorn(gunicorn, tmp_path):
     server = gunicorn(MIS_PRELOAD="")
     ids = {}
     for version in ("1", "2", "3"):
-        archive = score_artifact(tmp_path / f"v{version}.zip", ANSWERS_ITS_VERSION.format(version=version))
+        archive = score_artifact(tmp_path / f"v{version}.zip", VERSION_MODEL.format(answer=version, delay=0))
         with open(archive, "rb") as handle:
             answer = server.post("/api/v1/uploadmodel/", files={"file": ("a.zip", handle)},
                                  data={"model_name": "churn", "version": version})

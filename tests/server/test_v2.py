@@ -17,6 +17,13 @@ from .zips import score_artifact
 
 IRIS = "demo-sklearn-iris"
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
+SEVENS = """
+def load_model():
+    return None
+
+def predict(data, model=None):
+    return [7 for _ in data]
+"""
 
 
 @pytest.fixture
@@ -201,13 +208,7 @@ def test_the_repository_extension_loads_lists_and_unloads_without_deleting_uploa
     assert client.simulate_get(f"/v2/models/{IRIS}/ready").json == {"name": IRIS, "version": "1", "ready": True}
     assert [e["id"] for e in client.simulate_post("/v2/repository/index", json={"ready": True}).json] == [IRIS]
 
-    constant = score_artifact(tmp_path / "c.zip", """
-        def load_model():
-            return None
-
-        def predict(data, model=None):
-            return [7 for _ in data]
-        """)
+    constant = score_artifact(tmp_path / "c.zip", SEVENS)
     model_id = upload(client, constant, model_name="constant").json["model_id"]
     assert client.simulate_post("/v2/repository/models/constant/unload", json={}).json == {}
     assert_error(infer(client, "constant", {"inputs": [tensor([1.0], [1, 1])]}), 404, "model_not_loaded")
@@ -261,13 +262,7 @@ def test_a_prediction_that_is_no_json_is_the_models_failure(client, tmp_path):
 
 
 def test_unloading_a_name_unloads_every_copy_of_it(client, tmp_path):
-    constant = score_artifact(tmp_path / "c.zip", """
-        def load_model():
-            return None
-
-        def predict(data, model=None):
-            return [7 for _ in data]
-        """)
+    constant = score_artifact(tmp_path / "c.zip", SEVENS)
     first, second = (upload(client, constant, model_name="twin").json["model_id"] for _ in range(2))
     assert client.simulate_post("/v2/repository/models/twin/unload").status_code == 200
     for model_id in (first, second):
