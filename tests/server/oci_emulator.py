@@ -180,6 +180,8 @@ class Emulator:
 
             def _answer(self, status: int, body=None, headers: dict | None = None, raw: bytes | None = None):
                 data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+                with emulator.lock:  # before answering: a client that has its answer finds its request counted
+                    emulator.log.append((self.command, self.path, status))
                 self.send_response(status)
                 self.send_header("opc-request-id", uuid.uuid4().hex)
                 if raw is None:
@@ -190,8 +192,6 @@ class Emulator:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                with emulator.lock:
-                    emulator.log.append((self.command, self.path, status))
 
             def _error(self, status: int, code: str, message: str, headers: dict | None = None):
                 self._answer(status, {"code": code, "message": message}, headers)
