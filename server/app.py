@@ -12,17 +12,20 @@ from pathlib import Path
 import falcon
 import falcon.media
 
-from . import __version__, metrics, resources, v2
+from . import __version__, metrics
 from .auth import ADMIN, ApiKeys, Gate
 from .catalog import Catalog, LocalCatalog
 from .config import Config
+from .core.registry import Policy, Registry
 from .environment import ServerEnvironment
 from .errors import MISError
 from .guard import PredictGuard, inflight_path, models_in_flight
-from .logs import audit_server_change, configure_json_logs, log_request
-from .middleware import Admission, Authenticate, Observe, choose_request_id
+from .hosting import Admission, choose_request_id
+from .logs import audit_server_change, configure_json_logs
+from .middleware import Authenticate, Observe
 from .openapi import add_docs_routes
-from .registry import Registry
+from .protocols import v1, v2
+from .protocols.common import account, error_document, to_json
 from .store import LocalStore, Store
 from .warmup import Warmup
 
@@ -96,20 +99,19 @@ def build_registry(config: Config, inflight_file: Path | None = None, on_stuck=N
     guard = PredictGuard(timeout_s=config.predict_timeout_s, threads=config.threads,
                          output_bytes=config.model_output_bytes, recycle_after_s=config.timeout_s,
                          inflight_file=inflight_file, on_stuck=on_stuck)
-    return Registry(
-        *build_backends(config, background),
-        guard,
+    policy = Policy(
         env=config.env,
         metadata_ttl_s=metadata_trust_s(config),
         max_upload_bytes=config.max_upload_bytes,
         quarantine_strikes=config.quarantine_strikes,
         quarantine_window_s=config.quarantine_window_s,
+        environment=ServerEnvironment.detect(config.conda_slug),
+        env_compat=config.env_compat,
         upload_envs=config.upload_envs,
         max_in_memory=config.max_loaded_models,
         pinned=frozenset(config.preload or ()),
-        environment=ServerEnvironment.detect(config.conda_slug),
-        env_compat=config.env_compat,
     )
+    return Registry(*build_backends(config, background), guard, policy)
 
 
 def build_gate(config: Config) -> Gate:
@@ -129,11 +131,15 @@ def build_master_gate(config: Config) -> Gate:
     return _master_gate
 
 
+# Each protocol's wording of what a client can do about an error (errors.Remedy), by metrics.protocol_of.
+HINTS = {"v1": v1.HINTS, "v2": v2.HINTS}
+
+
 class App(falcon.App):
-    """falcon.App that also answers the worker (server/worker.py), from a request's head alone, how
-    large a body it may send and whether its caller may call the route at all: an oversized body is
-    refused while it streams in, and a caller without the route's scope before a byte of the body
-    is stored."""
+    """falcon.App that also answers the worker (server/worker.py, through server/hosting.py), from a
+    request's head alone, how large a body it may send and whether its caller may call the route at
+    all: an oversized body is refused while it streams in, and a caller without the route's scope
+    before a byte of the body is stored."""
 
     def __init__(self, config: Config, gate: Gate):
         super().__init__(middleware=[Observe(), Authenticate(gate)])
@@ -157,11 +163,9 @@ class App(falcon.App):
         try:
             caller = self.gate.admit(scope, authorization)
         except MISError as exc:
-            log_request(request_id=request_id or choose_request_id(None), method=method, path=path, status=exc.status,
-                        started=time.perf_counter(), client=client, caller=getattr(exc, "caller", None), model=None,
-                        audit=audit)
-            metrics.request_done(metrics.protocol_of(path), route[3] if route else metrics.UNMATCHED, "", "",
-                                 exc.status, 0.0)
+            account(request_id=request_id or choose_request_id(None), method=method, path=path, status=exc.status,
+                    started=time.perf_counter(), client=client, caller=getattr(exc, "caller", None), audit=audit,
+                    route=route[3] if route else None)
             raise
         return Admission(getattr(resource, "limit", self.max_body_bytes), caller, audit, resource,
                          route[3] if route else None)
@@ -172,7 +176,7 @@ class App(falcon.App):
         if exc.private:  # %r: a model's words may quote its input, and must not start a log line of their own
             log.warning("request %s: %s: %r", getattr(req.context, "request_id", "-"), exc.message, exc.private)
         resp.status = exc.status
-        resp.media = exc.to_dict(with_private=shown)
+        resp.media = exc.to_dict(with_private=shown, hints=HINTS.get(metrics.protocol_of(req.path)))
         for name, value in exc.headers.items():
             resp.set_header(name, value)
 
@@ -181,8 +185,8 @@ class App(falcon.App):
         """Falcon's own errors (unknown route, bad query parameter, malformed form) in our error shape."""
         reason = falcon.code_to_http_status(exc.status).split(" ", 1)[1]
         resp.status = exc.status
-        resp.media = {"error": exc.description or f"{reason}: {req.method} {req.path}",
-                      "code": reason.lower().replace(" ", "_").replace("-", "_")}
+        resp.media = error_document(exc.description or f"{reason}: {req.method} {req.path}",
+                                    reason.lower().replace(" ", "_").replace("-", "_"))
         for name, value in (exc.headers or {}).items():
             resp.set_header(name, value)
 
@@ -191,7 +195,7 @@ class App(falcon.App):
         log.exception("request %s: unexpected error on %s %s", getattr(req.context, "request_id", "-"),
                       req.method, req.path)
         resp.status = falcon.HTTP_500
-        resp.media = {"error": "internal server error; the server log has the details", "code": "internal_error"}
+        resp.media = error_document("internal server error; the server log has the details", "internal_error")
 
 
 def create_app(config: Config, registry: Registry | None = None, warmup: Warmup | None = None,
@@ -200,28 +204,13 @@ def create_app(config: Config, registry: Registry | None = None, warmup: Warmup 
     warmup = warmup or Warmup(registry, config.preload).start()
     gate = gate or build_gate(config)
 
-    api = "/api/v1"
     app = App(config, gate)
     app.on_drain = warmup.drain
     app.req_options.strip_url_path_trailing_slash = True  # the original API's paths end in '/'
-    json_handler = falcon.media.JSONHandler(dumps=resources.to_json)
-    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
-
-    app.add_route(f"{api}/listmodels", resources.ListModels(registry))
-    app.add_route(f"{api}/getmodelinfo/{{model_id}}", resources.ModelDetails(registry))
-    app.add_route(f"{api}/loadmodel/{{model_id}}", resources.LoadModel(registry))
-    app.add_route(f"{api}/uploadmodel", resources.UploadModel(registry, config))
-    app.add_route(f"{api}/promotemodel/{{model_id}}", resources.PromoteModel(registry, config))
-    app.add_route(f"{api}/removemodel/{{model_id}}", resources.RemoveModel(registry))
-    app.add_route(f"{api}/score", resources.Score(registry, config))
-    app.add_route(f"{api}/aliases", resources.Aliases(registry))
-    app.add_route(f"{api}/aliases/{{model_name}}/{{alias}}", resources.Alias(registry, config))
-    app.add_route(f"{api}/serverinfo", resources.ServerInfo(registry, config, gate))
-    app.add_route(f"{api}/healthcheck", resources.Health())
-    app.add_route(f"{api}/health/live", resources.Liveness())
-    app.add_route(f"{api}/health/ready", resources.Readiness(warmup))
-    app.add_route("/metrics", metrics.Metrics(registry))
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=to_json)
+    v1.add_routes(app, registry, config, warmup, gate)
     v2.add_routes(app, registry, config, warmup)
+    app.add_route("/metrics", metrics.Metrics(registry))
     add_docs_routes(app, __version__)
     return app
 

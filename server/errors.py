@@ -1,6 +1,26 @@
-"""Typed errors of the core. Each carries its HTTP status so the REST layer maps them in one place."""
+"""Typed errors of the core. Each carries its HTTP status so the REST layer maps them in one place,
+and, where the caller can do something about it, a `Remedy`: what to do, as data, which each
+protocol words for its own clients (server/protocols/)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What the caller can do about an error: `action` (one of the names below) with the values
+    its wording needs."""
+
+    LOAD = "load"  # load the model first
+    RELEASE = "release"  # load the quarantined model again
+    PROMOTE = "promote"  # give the model this server's env
+    CHANGE_ALIAS = "change_alias"  # change or delete the aliases routing to the model
+    UPLOAD_WITHOUT_ENV = "upload_without_env"  # upload with no env, then promote
+
+    action: str
+    args: dict = field(default_factory=dict)
 
 
 class MISError(Exception):
@@ -8,17 +28,23 @@ class MISError(Exception):
     code = "internal_error"
     headers: dict[str, str] = {}
 
-    def __init__(self, message: str, *, private: str | None = None, **details):
+    def __init__(self, message: str, *, private: str | None = None, remedy: Remedy | None = None, **details):
         """`private`: what foreign code (a model) said about the failure. It goes to the log, and to
         a client only where the error detail policy allows (MIS_ERROR_DETAIL)."""
         super().__init__(message)
         self.message = message
         self.private = private
+        self.remedy = remedy
         self.details = details
 
-    def to_dict(self, with_private: bool = False) -> dict:
+    def to_dict(self, with_private: bool = False, hints: Mapping[str, str] | None = None) -> dict:
+        """The error's JSON body; `hints`: a protocol's wording of each remedy (a format string
+        over the remedy's args), appended to the message."""
+        message = self.message
+        if self.remedy is not None and hints and self.remedy.action in hints:
+            message += hints[self.remedy.action].format(**self.remedy.args)
         extra = {"detail": self.private} if with_private and self.private else {}
-        return {"error": self.message, "code": self.code, **self.details, **extra}
+        return {"error": message, "code": self.code, **self.details, **extra}
 
 
 class BadRequest(MISError):

@@ -22,7 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from .auth import METRICS
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from .core.registry import Registry
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable, set by gunicorn.conf.py
 UNMATCHED = "unmatched"  # the endpoint of a request no route matched

@@ -9,41 +9,13 @@ audited.
 
 from __future__ import annotations
 
-import os
-import re
 import time
-from dataclasses import dataclass
 
 from . import metrics
-from .auth import Caller, Gate
+from .auth import Gate
 from .errors import Forbidden
-from .logs import log_request
-
-REQUEST_ID_HEADER = "X-Request-ID"
-# Set by our worker (server/worker.py), which reads every request's head before the app runs.
-REQUEST_ID_ENVIRON = "mis.request_id"
-ADMISSION_ENVIRON = "mis.admission"
-# Set by our worker when it answered for the app (504, 500): that answer is the one counted.
-ANSWERED_ENVIRON = "mis.answered"
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What a request's head settles before its body is read (App.admit): how many body bytes it
-    may send, who sent it, and the state change it asks for (for the worker's own refusals' logs)."""
-
-    body_limit: int
-    caller: Caller | None = None
-    audit: str | None = None
-    resource: object = None  # the route it was admitted to
-    route: str | None = None  # that route's URI template (a metrics label)
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a client's own id is kept only if it is this tame
-
-
-def choose_request_id(header: str | None) -> str:
-    return header if header and _REQUEST_ID.match(header) else os.urandom(16).hex()
+from .hosting import ADMISSION_ENVIRON, ANSWERED_ENVIRON, REQUEST_ID_ENVIRON, REQUEST_ID_HEADER, choose_request_id
+from .protocols.common import account
 
 
 class Observe:
@@ -64,17 +36,11 @@ class Observe:
 
     def process_response(self, req, resp, resource, req_succeeded):
         context = req.context
-        log_request(request_id=context.request_id, method=req.method, path=req.path, status=resp.status_code,
-                    started=context.started, client=req.remote_addr, caller=context.caller,
-                    model=context.model_id, audit=getattr(resource, "audit", None))
         metrics.IN_FLIGHT.dec()
-        if ANSWERED_ENVIRON in req.env:
-            return
-        # model_id alone may still be what the caller typed: it labels nothing until resolved
-        resolved = context.model_version is not None
-        metrics.request_done(metrics.protocol_of(req.path), req.uri_template or metrics.UNMATCHED,
-                             context.model_id if resolved else "", context.model_version if resolved else "",
-                             resp.status_code, time.perf_counter() - context.started)
+        account(request_id=context.request_id, method=req.method, path=req.path, status=resp.status_code,
+                started=context.started, client=req.remote_addr, caller=context.caller,
+                audit=getattr(resource, "audit", None), route=req.uri_template, model_id=context.model_id,
+                model_version=context.model_version, counted=ANSWERED_ENVIRON not in req.env)
 
 
 class Authenticate:

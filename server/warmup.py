@@ -15,7 +15,7 @@ import time
 from typing import Iterator
 
 from .errors import InsufficientStorage, MISError, ServiceUnavailable, StoreUnavailable
-from .registry import Registry
+from .core.registry import Registry
 
 log = logging.getLogger(__name__)
 

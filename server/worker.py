@@ -37,19 +37,19 @@ import httptools
 import uvloop
 from gunicorn.workers.base import Worker as GunicornWorker
 
-from . import metrics
 from .config import Config
 from .errors import MISError
 from .guard import watched
-from .logs import log_request
-from .middleware import (
+from .hosting import (
+    Admission,
     ADMISSION_ENVIRON,
     ANSWERED_ENVIRON,
     REQUEST_ID_ENVIRON,
     REQUEST_ID_HEADER,
-    Admission,
+    HostedApp,
     choose_request_id,
 )
+from .protocols.common import account, error_document
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,10 @@ REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Requ
            500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
-def error_body(status: int, message: str) -> bytes:
-    code = REASONS[status].lower().replace(" ", "_")
-    return json.dumps({"error": message, "code": code}).encode()
-
-
 class Limits:
     """What one connection may send, from gunicorn's settings and the MIS_* ones."""
 
-    def __init__(self, cfg, config: Config, app):
+    def __init__(self, cfg, config: Config, app: HostedApp):
         self.request_line = cfg.limit_request_line or 8190
         self.header_count = cfg.limit_request_fields or 100
         self.header_bytes = cfg.limit_request_field_size or 8190
@@ -83,8 +78,7 @@ class Limits:
         self.body_timeout = config.body_timeout_s
         self.keepalive = cfg.keepalive
         self.request_timeout = config.timeout_s
-        default = Admission(max(config.max_body_bytes, config.max_upload_bytes))
-        self.admit = getattr(app, "admit", lambda path, **head: default)
+        self.admit = app.admit
 
 
 class Worker(GunicornWorker):
@@ -95,6 +89,8 @@ class Worker(GunicornWorker):
         super().init_process()
 
     def run(self) -> None:
+        if not isinstance(self.wsgi, HostedApp):
+            raise TypeError(f"server.worker.Worker serves server.app's App, not {type(self.wsgi).__name__}")
         config = Config.from_env()
         self.limits = Limits(self.cfg, config, self.wsgi)
         self.pool = DaemonPool(self.cfg.threads, "mis-request")
@@ -105,7 +101,7 @@ class Worker(GunicornWorker):
         try:
             uvloop.run(self._serve())  # libuv's loop: several times less overhead per request than asyncio's
         finally:
-            getattr(self.wsgi, "on_shutdown", lambda: None)()
+            self.wsgi.on_shutdown()
             # Threads stuck in a model must not hold the process: leave without interpreter teardown.
             logging.shutdown()
             self.tmp.close()
@@ -186,7 +182,7 @@ class Worker(GunicornWorker):
         would reset them; closed, it refuses new ones at once); idle keep-alive connections close;
         what was sent before is answered (`Connection: close`) within graceful_timeout; then out."""
         self.alive = False
-        getattr(self.wsgi, "on_drain", lambda: None)()
+        self.wsgi.on_drain()
         for sock in listeners:
             loop.remove_reader(sock.fileno())
             while self._accept(loop, sock):
@@ -251,7 +247,7 @@ class Request:
         self.headers_done = False
         self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         self.body_size = 0
-        self.admission = Admission(0)
+        self.admission = Admission(0)  # until the app admits the head
         self.method = b"GET"
         self.version = "1.1"
         self.keep_alive = False
@@ -492,13 +488,9 @@ class Connection(asyncio.Protocol):
         request.id = request.id or choose_request_id(None)
         if not logged:
             url = httptools.parse_url(request.url) if request.url else None
-            path = _text(url.path) if url else None
-            log_request(
-                request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
-                path=path, status=status, started=request.started, client=self.peer,
-                caller=request.admission.caller, model=None, audit=request.admission.audit)
-            metrics.request_done(metrics.protocol_of(path or ""), request.admission.route or metrics.UNMATCHED, "", "",
-                                 status, time.perf_counter() - request.started)
+            account(request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
+                    path=_text(url.path) if url else None, status=status, started=request.started, client=self.peer,
+                    caller=request.admission.caller, audit=request.admission.audit, route=request.admission.route)
         return _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
 
     def environ(self, request: Request) -> dict:
@@ -636,7 +628,7 @@ def run_wsgi(app, environ: dict, watch: Watch) -> tuple[str, list, bytes]:
 
 def _error(status: int, message: str, payload: dict | None = None, headers: dict | None = None
            ) -> tuple[str, list, bytes]:
-    body = json.dumps(payload).encode() if payload else error_body(status, message)
+    body = json.dumps(payload or error_document(message, REASONS[status].lower().replace(" ", "_"))).encode()
     return f"{status} {REASONS[status]}", [("Content-Type", "application/json"), *(headers or {}).items()], body
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ..processes import wait_until
-from .test_resources import assert_error, upload
+from .protocols.test_v1 import assert_error, upload
 from .zips import score_artifact
 
 VERSION_MODEL = """

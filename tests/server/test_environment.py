@@ -14,7 +14,7 @@ import pytest
 import sklearn
 import yaml
 
-from .test_resources import assert_error, upload
+from .protocols.test_v1 import assert_error, upload
 from .zips import score_artifact
 
 IRIS = "demo-sklearn-iris"

@@ -15,7 +15,7 @@ from server.auth import ADMIN, METRICS, SCORE
 
 from ..processes import GunicornProcess, wait_until
 from .keys import keys_document, mount_keys, new_key
-from .test_resources import IRIS, SETOSA, multipart
+from .protocols.test_v1 import IRIS, SETOSA, multipart
 from .test_worker import raw_exchange, server, upload  # noqa: F401 (server: the fixture)
 from .zips import SCORE_LOAD_FAILS, score_artifact
 

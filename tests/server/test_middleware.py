@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
-from server import resources
+from server.protocols import v1
 from server.auth import ADMIN, SCORE
 from server.config import VARIABLES
 from server.openapi import OPERATION_SCOPES, openapi_document
 
 from .keys import keys_document, mount_keys, new_key
-from .test_resources import IRIS, SETOSA, assert_error, multipart, store_listing
+from .protocols.test_v1 import IRIS, SETOSA, assert_error, multipart, store_listing
 from .zips import SCORE_PREDICT_FAILS, helper_artifact, score_artifact
 
 SCORING_KEY, ADMIN_KEY = new_key(), new_key()
@@ -261,4 +261,4 @@ def test_a_callers_denial_from_the_head_alone_is_audited(secured, caplog):
 
 
 def test_resources_declare_scopes_from_the_auth_module():
-    assert {resources.Score.scope, resources.UploadModel.scope} == {SCORE, ADMIN}
+    assert {v1.Score.scope, v1.UploadModel.scope} == {SCORE, ADMIN}

@@ -16,7 +16,7 @@ import requests
 from ..processes import REPO, GunicornProcess, free_port, wait_until
 from .conftest import BUCKET
 from .oci_emulator import new_key, write_oci_config
-from .test_resources import multipart
+from .protocols.test_v1 import multipart
 from .zips import helper_artifact
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2]]

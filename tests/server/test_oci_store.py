@@ -16,7 +16,7 @@ from server.catalog import ModelInfo
 
 from ..processes import wait_until
 from .conftest import BUCKET
-from .test_resources import multipart
+from .protocols.test_v1 import multipart
 from .zips import helper_artifact
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2]]

@@ -13,8 +13,8 @@ from falcon import testing
 
 from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
 
-from .test_runtimes import DATAFRAME, NDARRAY, SERIES, npy
-from .zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
+from ..test_runtimes import DATAFRAME, NDARRAY, SERIES, npy
+from ..zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
 
 IRIS = "demo-sklearn-iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]

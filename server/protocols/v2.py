@@ -1,6 +1,6 @@
 """Open Inference Protocol (KServe V2) REST responders, with its repository extension and binary
 tensor data extension: tensors in, the core's payload out, and back. Models, versions, aliases,
-keys, gating and limits are the core's (server/registry.py), exactly as for /api/v1.
+keys, gating and limits are the core's (server/core/), exactly as for /api/v1.
 
 A request's tensors become a table for the model: one tensor of shape [rows, features] (or
 [features] for one row), or one tensor per feature, named as the model names its features, each of
@@ -20,18 +20,29 @@ from typing import Any
 import falcon
 import numpy as np
 
-from . import __version__
-from .auth import ADMIN, SCORE
-from .config import Config
-from .errors import BadRequest, InvalidInput, ModelNotFound
-from .registry import Registry, Signature, Target, version_order
-from .resources import model_answer_json, parse_json, read_body, resolve, to_json
-from .warmup import Warmup
+from .. import __version__
+from ..auth import ADMIN, SCORE
+from ..config import Config
+from ..core.models import Signature
+from ..core.registry import Registry
+from ..core.routing import Target, version_order
+from ..errors import BadRequest, InvalidInput, ModelNotFound, Remedy
+from ..warmup import Warmup
+from .common import model_answer_json, parse_json, read_body, resolve, to_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_DIMENSIONS = 8
 EXTENSIONS = ["model_repository", "binary_tensor_data"]
 OUTPUTS = ("predict", "predict_proba")
+
+# What a V2 client can do about an error, in its own routes (server/errors.py's Remedy).
+HINTS = {
+    Remedy.LOAD: "; load it first: POST /v2/repository/models/{model_id}/load",
+    Remedy.RELEASE: "; POST /v2/repository/models/{model_id}/load reloads it",
+    Remedy.PROMOTE: ". To serve it here, promote it: `mis promote {model_id} --env {env}` (an admin key); every "
+                    "worker sees it within {within_s:g} s",
+    Remedy.CHANGE_ALIAS: "; change or delete the alias first",
+}
 
 # V2 datatypes and the numpy types that carry them (little-endian in binary data, as the spec says).
 DATATYPES: dict[str, np.dtype] = {
@@ -315,11 +326,11 @@ class ModelInfer(_ModelResource):
         signature = self.registry.signature(target.model_id)
         wanted = requested_outputs(request, signature.outputs)
         payload = model_payload(tensors, signature.feature_names)
+        result = self.registry.score(target.model_id, payload, outputs=tuple(name for name, _ in wanted),
+                                     shadow=target.shadow, request_id=req.context.request_id)
         outputs, tails = [], []
-        for number, (name, as_binary) in enumerate(wanted):
-            result = self.registry.score(target.model_id, payload, output=name, request_id=req.context.request_id,
-                                         shadow=target.shadow if number == 0 else None)
-            head, values = output_tensor(target.model_id, name, result.prediction)
+        for name, as_binary in wanted:
+            head, values = output_tensor(target.model_id, name, result.outputs[name])
             if as_binary:
                 tails.append(_binary(values))
                 head["parameters"] = {"binary_data_size": len(tails[-1])}

@@ -15,7 +15,7 @@ from server.errors import (
     ModelPredictFailed,
 )
 
-from .zips import SCORE_LOAD_FAILS, SCORE_PREDICT_FAILS, helper_artifact, score_artifact
+from ..zips import SCORE_LOAD_FAILS, SCORE_PREDICT_FAILS, helper_artifact, score_artifact
 
 IRIS = "demo-sklearn-iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]

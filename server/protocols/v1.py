@@ -1,4 +1,4 @@
-"""REST responders for /api/v1: parse the request, call the core, serialize the answer.
+"""The reference design's REST API, /api/v1: parse the request, call the core, serialize the answer.
 
 Each resource declares the API key scope its operations need (`scope`; None: open) and, when it
 changes state, the name its audit lines carry (`audit`); server/middleware.py enforces both.
@@ -7,24 +7,35 @@ changes state, the name its audit lines carry (`audit`); server/middleware.py en
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
 
 import falcon
-import orjson
 
-from . import __version__
-from .auth import ADMIN, SCORE, Gate
-from .config import Config
-from .errors import BadRequest, ModelPredictFailed, PayloadTooLarge, UnsupportedMediaType
-from .registry import Registry, Target
-from .warmup import Warmup
+from .. import __version__
+from ..auth import ADMIN, SCORE, Gate
+from ..config import Config
+from ..core.registry import Registry
+from ..errors import BadRequest, Remedy, UnsupportedMediaType
+from ..warmup import Warmup
+from .common import check_length, model_answer_json, read_json, resolve
 
-JSON_TYPES = ("application/json", "text/json")
+PREFIX = "/api/v1"
 FORM_FIELD_MAX = 255
 _ENV = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+# What a v1 client can do about an error, in its own routes (server/errors.py's Remedy).
+HINTS = {
+    Remedy.LOAD: f"; POST {PREFIX}/loadmodel/{{model_id}} first",
+    Remedy.RELEASE: f"; POST {PREFIX}/loadmodel/{{model_id}} reloads it",
+    Remedy.PROMOTE: (f". To serve it here, promote it: `mis promote {{model_id}} --env {{env}}` (POST "
+                     f'{PREFIX}/promotemodel/{{model_id}} with {{{{"env": "{{env}}"}}}}, an admin key); every worker '
+                     "sees it within {within_s:g} s"),
+    Remedy.CHANGE_ALIAS: f"; change or delete the alias first (PUT or DELETE {PREFIX}/aliases/{{{{model_name}}}}/{{{{alias}}}})",
+    Remedy.UPLOAD_WITHOUT_ENV: f"; upload without env, then promote it with POST {PREFIX}/promotemodel/{{{{model_id}}}}",
+}
 
 
 def summary(info, loaded: bool) -> dict:
@@ -38,76 +49,6 @@ def summary(info, loaded: bool) -> dict:
         "loaded": loaded,
         "source": info.source,
     }
-
-
-def to_json(value) -> bytes:
-    """Strict JSON, fast: orjson writes numpy values natively and a model's NaN or +/-Infinity as
-    null (JSON has neither); other numpy-likes go through tolist()."""
-    return orjson.dumps(value, default=_tolist, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-
-
-def model_answer_json(model_id: str, answer) -> bytes:
-    """`answer` (holding what a model predicted) as JSON; a prediction that is no JSON is the
-    model's failure, answered as such, not the server's."""
-    try:
-        return to_json(answer)
-    except TypeError as exc:  # orjson.JSONEncodeError is one
-        raise ModelPredictFailed(f"model {model_id!r} answered something that is not JSON", model_id=model_id,
-                                 private=str(exc)) from None
-
-
-def _tolist(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def resolve(req: falcon.Request, registry: Registry, name: str, version: str | None) -> Target:
-    """The loaded model a request for `name` (and a version or alias) goes to, named in the
-    request's context for its log line and metrics labels."""
-    target = registry.resolve(name, version)
-    req.context.model_id, req.context.model_version = target.model_id, target.version
-    return target
-
-
-def check_length(req: falcon.Request, limit: int, what: str) -> None:
-    if req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(f"{what} of {req.content_length} bytes is over the limit of {limit} bytes", limit=limit)
-
-
-def read_body(req: falcon.Request, limit: int, binary: bool = False) -> bytes:
-    """The request body, read no further than `limit` bytes: JSON, or also binary data when
-    `binary` (V2's binary tensor data extension)."""
-    content_type = (req.content_type or "application/json").split(";")[0].strip().lower()
-    json_type = content_type in JSON_TYPES or content_type.endswith("+json")
-    if not json_type and not (binary and content_type == "application/octet-stream"):
-        raise UnsupportedMediaType(f"the body must be application/json, not {content_type!r}")
-    check_length(req, limit, "the body")
-    raw = req.bounded_stream.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
-    return raw
-
-
-def parse_json(raw: bytes | memoryview):
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass  # not strict JSON: the standard library also reads NaN and Infinity, and says what is wrong
-    try:
-        parsed = json.loads(bytes(raw))
-        orjson.dumps(parsed)  # what orjson refused may hold a lone surrogate (\ud800), which no answer could echo
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    except TypeError:  # orjson.JSONEncodeError
-        raise BadRequest("the body is not valid JSON: it has a string that is not Unicode text (a lone surrogate) "
-                         "or nests deeper than 255 levels") from None
-    return parsed
-
-
-def read_json(req: falcon.Request, limit: int):
-    """The request body as JSON, read no further than `limit` bytes."""
-    return parse_json(read_body(req, limit))
 
 
 class ListModels:
@@ -185,7 +126,7 @@ class UploadModel:
                                         fields.get("env") or None)
         req.context.model_id = info.id  # for the access and audit lines
         resp.status = falcon.HTTP_201
-        resp.location = f"/api/v1/getmodelinfo/{info.id}"
+        resp.location = f"{PREFIX}/getmodelinfo/{info.id}"
         resp.media = {"model_id": info.id, "model_name": info.name, "version": info.version, "env": info.env,
                       "status": "loaded"}
 
@@ -306,7 +247,7 @@ class ServerInfo:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "models": self.registry.loaded_stats(),
             "memory": self.registry.memory_stats(),
-            "runtime": {**self.registry.environment.to_dict(), "env_compat": self.registry.env_compat},
+            "runtime": {**self.registry.environment.to_dict(), "env_compat": self.registry.policy.env_compat},
         }
 
 
@@ -331,3 +272,19 @@ class Readiness:
         resp.status = falcon.HTTP_503
         status = "draining" if self.warmup.draining else "loading" if not self.warmup.done else "failed"
         resp.media = {"status": status, "pending": sorted(self.warmup.pending), "failed": self.warmup.failed}
+
+
+def add_routes(app: falcon.App, registry: Registry, config: Config, warmup: Warmup, gate: Gate) -> None:
+    app.add_route(f"{PREFIX}/listmodels", ListModels(registry))
+    app.add_route(f"{PREFIX}/getmodelinfo/{{model_id}}", ModelDetails(registry))
+    app.add_route(f"{PREFIX}/loadmodel/{{model_id}}", LoadModel(registry))
+    app.add_route(f"{PREFIX}/uploadmodel", UploadModel(registry, config))
+    app.add_route(f"{PREFIX}/promotemodel/{{model_id}}", PromoteModel(registry, config))
+    app.add_route(f"{PREFIX}/removemodel/{{model_id}}", RemoveModel(registry))
+    app.add_route(f"{PREFIX}/score", Score(registry, config))
+    app.add_route(f"{PREFIX}/aliases", Aliases(registry))
+    app.add_route(f"{PREFIX}/aliases/{{model_name}}/{{alias}}", Alias(registry, config))
+    app.add_route(f"{PREFIX}/serverinfo", ServerInfo(registry, config, gate))
+    app.add_route(f"{PREFIX}/healthcheck", Health())
+    app.add_route(f"{PREFIX}/health/live", Liveness())
+    app.add_route(f"{PREFIX}/health/ready", Readiness(warmup))

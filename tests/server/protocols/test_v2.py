@@ -11,9 +11,9 @@ import pytest
 
 from server.demo import DEMO_MODELS
 
-from .keys import keys_document, mount_keys, new_key
-from .test_resources import assert_error, upload
-from .zips import score_artifact
+from ..keys import keys_document, mount_keys, new_key
+from .test_v1 import assert_error, upload
+from ..zips import score_artifact
 
 IRIS = "demo-sklearn-iris"
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
