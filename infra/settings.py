@@ -1,12 +1,14 @@
 """Stack settings: the only module that reads `pulumi.Config`.
 
 `load()` reads the stack configuration once, validates all of it before any resource is declared,
-and returns frozen dataclasses. Where a component takes a section as it stands, the section is that
-component's own args dataclass (a node pool is a `NodePoolArgs`), or one extended by what only the
-stack needs (`NetworkSettings`, `ServerSettings`), so each setting is declared once and reaches its
-component without a copy. Settings import those args types; components never import settings. Every error names the offending key as the operator writes it with
+and returns frozen dataclasses. Every error names the offending key as the operator writes it with
 `pulumi config set` (e.g. `model-inference-platform:network.vcnCidr`), so a bad stack file fails
 fast in `pulumi preview` instead of half-way through `pulumi up`.
+
+A section that a component takes as read is that component's own args dataclass (a node pool is a
+`NodePoolArgs`), or extends it with only the keys the component does not take (`NetworkSettings`,
+`ServerSettings`): each setting is declared once and reaches its component without a copy. Settings
+import those args types; components never import settings.
 """
 
 from __future__ import annotations

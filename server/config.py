@@ -98,8 +98,11 @@ def _flag(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw.lower()!r}")
 
 
+_on_or_off = _choice("on", "off", spelled="on or off")
+
+
 def _on(name: str, raw: str) -> bool:
-    return _choice("on", "off", spelled="on or off")(name, raw) == "on"
+    return _on_or_off(name, raw) == "on"
 
 
 def _bind(name: str, raw: str) -> str:
@@ -286,6 +289,7 @@ class Config:
         raw = {name: environ.get(name, s.default).strip() for name, s in SETTINGS.items()}
         declared = [(f.name, f.metadata["setting"]) for f in fields(cls)]
         values = {attr: s.read(s.name, raw[s.name]) for attr, s in declared if not s.oci}
+        # The OCI backends' settings are read, and checked, only where a backend is on OCI; elsewhere their defaults.
         on_oci = "oci" in (values["catalog"], values["store"])
         values |= {attr: s.read(s.name, raw[s.name] if on_oci else s.default) for attr, s in declared if s.oci}
         _check_oci(values)

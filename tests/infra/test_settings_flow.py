@@ -8,7 +8,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from pulumi.runtime.stack import run_pulumi_func
 
 from infra import settings
 from infra.cluster import NodePoolArgs
@@ -26,15 +25,7 @@ def names(cls) -> set[str]:
 
 
 def loaded(stack: str) -> settings.Settings:
-    """The stack's settings, read as the program reads them. Unlike harness.with_config this waits for the
-    secret Outputs the read makes, so no task of a closed loop is left for a later run to await."""
-    found = {}
-
-    async def body(run, loop):
-        await run_pulumi_func(lambda: found.setdefault("settings", settings.load()))
-
-    harness.in_fresh_runtime(stack, *harness.stack_config(stack), body)
-    return found["settings"]
+    return harness.with_config(stack, dict(harness.config(stack)), settings.load)
 
 
 @pytest.mark.parametrize("section, args, own", [
@@ -49,7 +40,8 @@ def test_a_section_extends_its_component_args_with_only_what_the_component_does_
 def test_node_pools_and_mirrors_are_read_as_their_components_args():
     hints = {field.name: field.type for field in dataclasses.fields(settings.Settings)}
     assert hints["cpu_pool"] == hints["gpu_pool"] == "NodePoolArgs | None"
-    assert {field.name: field.type for field in dataclasses.fields(settings.DevOpsSettings)}["mirror"] == "MirrorArgs | None"
+    devops = {field.name: field.type for field in dataclasses.fields(settings.DevOpsSettings)}
+    assert devops["mirror"] == "MirrorArgs | None"
     assert not any(name in vars(settings) for name in ("NodePoolSettings", "MirrorSettings"))
 
 
@@ -57,7 +49,8 @@ def test_node_pools_and_mirrors_are_read_as_their_components_args():
 def test_the_network_component_gets_the_stack_settings_as_read(stack):
     s = loaded(stack)
     assert (s.network.compartment_id, s.network.public_api_endpoint) == (s.compartment_id, s.public_api_endpoint)
-    assert isinstance(s.cpu_pool, NodePoolArgs) and (s.devops.mirror is None or isinstance(s.devops.mirror, MirrorArgs))
+    assert isinstance(s.cpu_pool, NodePoolArgs)
+    assert s.devops.mirror is None or isinstance(s.devops.mirror, MirrorArgs)
     (vcn,) = harness.stack_run(stack).of_type("oci:Core/vcn:Vcn")
     assert inputs(vcn)["cidrBlocks"] == [s.network.vcn_cidr]
     assert inputs(vcn)["compartmentId"] == s.compartment_id
