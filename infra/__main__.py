@@ -1,7 +1,7 @@
 """Composition root: settings -> components -> exports. Nothing else lives here."""
 
 import sys
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 if not __package__:
@@ -13,17 +13,16 @@ import pulumi_kubernetes as k8s  # noqa: E402
 import pulumi_oci as oci  # noqa: E402
 
 from infra import settings as stack_settings  # noqa: E402
-from infra.cluster import ClusterArgs, ClusterComponent, NodePoolArgs  # noqa: E402
-from infra.devops import IMAGE_DIGEST, DevOpsArgs, DevOpsComponent, MirrorArgs  # noqa: E402
+from infra.cluster import ClusterArgs, ClusterComponent  # noqa: E402
+from infra.devops import IMAGE_DIGEST, DevOpsArgs, DevOpsComponent  # noqa: E402
 from infra.iam import IamArgs, IamComponent, KeyGrantsArgs, KeyGrantsComponent  # noqa: E402
 from infra.logs import LogsArgs, LogsComponent  # noqa: E402
-from infra.network import NetworkArgs, NetworkComponent  # noqa: E402
+from infra.network import NetworkComponent  # noqa: E402
 from infra.registries import RegistriesArgs, RegistriesComponent  # noqa: E402
 from infra.storage import StorageArgs, StorageComponent, bucket_names  # noqa: E402
 from infra.vault import ApiKeys, VaultArgs, VaultComponent  # noqa: E402
 from infra.workload import (  # noqa: E402
     RegistryCredentials,
-    ServerSpec,
     WorkloadArgs,
     WorkloadComponent,
     oci_backends_config,
@@ -31,20 +30,6 @@ from infra.workload import (  # noqa: E402
     render_yaml,
     server_manifests,
 )
-
-
-def server_spec(s: stack_settings.Settings, image: pulumi.Input[str] | None, **overrides) -> ServerSpec:
-    server = s.server
-    values = dict(
-        namespace=server.namespace, service_account=server.service_account, env=s.env, image=image,
-        min_replicas=server.min_replicas, max_replicas=server.max_replicas, workers=server.workers,
-        in_flight_target=server.in_flight_target,
-        log_level=server.log_level, cpu_request=server.cpu_request, cpu_limit=server.cpu_limit,
-        memory_request=server.memory_request, memory_limit=server.memory_limit,
-        data_size_limit=server.data_size_limit, service_type=server.service_type, instance=s.stack,
-        image_pull_secret=server.image_pull_secret, config=server.config,
-    )
-    return ServerSpec(**{**values, **overrides})
 
 
 def deploy_on_oci(s: stack_settings.Settings) -> None:
@@ -56,12 +41,7 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     in_region = pulumi.ResourceOptions(providers=[region])
 
     net = s.network
-    network = NetworkComponent(name, NetworkArgs(
-        compartment_id=s.compartment_id, vcn_cidr=net.vcn_cidr, worker_subnet_cidr=net.worker_subnet_cidr,
-        endpoint_subnet_cidr=net.endpoint_subnet_cidr, load_balancer_subnet_cidr=net.load_balancer_subnet_cidr,
-        api_allowed_cidrs=net.api_allowed_cidrs, client_cidrs=net.client_cidrs,
-        public_api_endpoint=s.public_api_endpoint, public_load_balancer=net.public_load_balancer,
-    ), in_region)
+    network = NetworkComponent(name, net, in_region)
     api_keys = ApiKeys(name)
     vault = VaultComponent(name, VaultArgs(
         compartment_id=s.compartment_id, vault_type=s.vault_type, key_protection_mode=s.key_protection_mode,
@@ -75,8 +55,7 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
         endpoint_subnet_id=network.endpoint_subnet_id, api_nsg_id=network.api_nsg_id,
         public_api_endpoint=s.public_api_endpoint, load_balancer_subnet_id=network.load_balancer_subnet_id,
         worker_subnet_id=network.worker_subnet_id, worker_nsg_id=network.worker_nsg_id,
-        pods_cidr=net.pods_cidr, services_cidr=net.services_cidr, cpu_pool=NodePoolArgs(**asdict(s.cpu_pool)),
-        gpu_pool=NodePoolArgs(**asdict(s.gpu_pool)) if s.gpu_pool else None,
+        pods_cidr=net.pods_cidr, services_cidr=net.services_cidr, cpu_pool=s.cpu_pool, gpu_pool=s.gpu_pool,
         kms_key_id=vault.key_id, volume_kms_key_id=vault.volume_key_id,
     ), pulumi.ResourceOptions(providers=[region], depends_on=[key_grants.policy]))
     buckets = bucket_names(name)
@@ -117,20 +96,19 @@ def deploy_on_oci(s: stack_settings.Settings) -> None:
     pod = dict(service_annotations=annotations, workload_identity=True, image_pull_secret=pull_secret,
                config={**oci_backends_config(s.compartment_id, buckets["models"], s.region), **s.server.config})
     workload = WorkloadComponent(f"{name}-server", WorkloadArgs(
-        spec=server_spec(s, image, **pod),
+        spec=replace(s.server, image=image, **pod),
         api_keys_document=vault.api_keys_document,
         registry=registry,
         deployer_group_id=iam.devops_group_id,
         pipeline_rollouts=True,
     ), pulumi.ResourceOptions(providers=[kubernetes], depends_on=[storage]))
     # The release pipeline applies the same objects, the image left for it to fill in by digest.
-    release = server_spec(s, repository.apply(lambda repo: f"{repo}@${{{IMAGE_DIGEST}}}"), **pod)
+    release = replace(s.server, image=repository.apply(lambda repo: f"{repo}@${{{IMAGE_DIGEST}}}"), **pod)
     devops = s.devops
     pipelines = DevOpsComponent(name, DevOpsArgs(
         compartment_id=s.compartment_id, branch=devops.branch, build_on_push=devops.build_on_push,
         approvals=devops.approvals, conda_pack_uri=devops.conda_pack,
-        mirror=MirrorArgs(devops.mirror.url, devops.mirror.connection_type, devops.mirror.access_token_secret_id)
-        if devops.mirror else None,
+        mirror=devops.mirror,
         image_repositories=registries.image_repositories,
         manifest=pulumi.Output.from_input(server_manifests(release)).apply(render_yaml),
         namespace=s.server.namespace, cluster_id=cluster.cluster_id,
@@ -157,7 +135,7 @@ def deploy_hybrid(s: stack_settings.Settings) -> None:
     kubernetes = k8s.Provider("target", kubeconfig=s.kubeconfig, context=s.kube_context)
     api_keys = ApiKeys(s.name_prefix)
     workload = WorkloadComponent(f"{s.name_prefix}-server", WorkloadArgs(
-        spec=server_spec(s, s.server.image), api_keys_document=api_keys.document,
+        spec=s.server, api_keys_document=api_keys.document,
     ), pulumi.ResourceOptions(providers=[kubernetes]))
     pulumi.export("scoringEndpoint", workload.scoring_endpoint)
     pulumi.export("image", s.server.image)

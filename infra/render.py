@@ -33,6 +33,7 @@ from typing import Any, Callable
 import pulumi
 import yaml
 from pulumi.runtime import Mocks, set_all_config, set_mocks
+from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,6 +221,10 @@ def in_fresh_runtime(stack: str, config: dict[str, str], secret_keys: list[str],
         except BaseException as error:  # noqa: BLE001 - handed to the calling thread
             outcome["error"] = error
         finally:
+            # Pulumi keeps pending Outputs in one set for the whole process: this loop's can never finish
+            # once it closes (a settings error stops a run half-way), and the next run would wait on them.
+            with SETTINGS.lock:
+                SETTINGS.outputs.difference_update([task for task in SETTINGS.outputs if task.get_loop() is loop])
             loop.close()
 
     thread = threading.Thread(target=target, name=f"pulumi-{stack}")

@@ -4,6 +4,11 @@
 and returns frozen dataclasses. Every error names the offending key as the operator writes it with
 `pulumi config set` (e.g. `model-inference-platform:network.vcnCidr`), so a bad stack file fails
 fast in `pulumi preview` instead of half-way through `pulumi up`.
+
+A section that a component takes as read is that component's own args dataclass (a node pool is a
+`NodePoolArgs`), or extends it with only the keys the component does not take (`NetworkSettings`,
+`ServerSettings`): each setting is declared once and reaches its component without a copy. Settings
+import those args types; components never import settings.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import pulumi
+
+from infra.cluster import NodePoolArgs
+from infra.devops import MirrorArgs
+from infra.network import NetworkArgs
+from infra.workload import ServerSpec
 
 ENVIRONMENTS = ("dev", "qa", "prod")
 MODES = ("oci", "hybrid")
@@ -58,60 +68,23 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
-    vcn_cidr: str
-    worker_subnet_cidr: str
-    endpoint_subnet_cidr: str
-    load_balancer_subnet_cidr: str
-    pods_cidr: str
-    services_cidr: str
-    # Who may reach the Kubernetes API endpoint and the scoring load balancer, beyond the workers.
-    api_allowed_cidrs: tuple[str, ...]
-    client_cidrs: tuple[str, ...]
-    public_load_balancer: bool
+class NetworkSettings(NetworkArgs):
+    """The network component's args, and the `network` keys that are not its own."""
+
+    pods_cidr: str  # the cluster's
+    services_cidr: str  # the cluster's
     # Why apiAllowedCidrs may include public address space; None: they are all private.
     public_api_reason: str | None
 
 
 @dataclass(frozen=True)
-class NodePoolSettings:
-    shape: str
-    ocpus: float | None  # None: a fixed shape (GPU and bare-metal shapes take no shape config)
-    memory_gbs: float | None
-    min_nodes: int
-    max_nodes: int
-    boot_volume_gbs: int
+class ServerSettings(ServerSpec):
+    """The workload's spec as the stack sets it (`image` is the hybrid mode's reference by digest; OCI
+    mode derives it from the stack's repository), and the one `server` key that is not the spec's."""
 
-
-@dataclass(frozen=True)
-class ServerSettings:
-    namespace: str
-    service_account: str
-    image: str | None  # full reference by digest (hybrid mode); OCI mode uses the stack's repository
     # OCI mode: the image digest Pulumi deploys when it creates the Deployment; None on a new stack,
     # whose Deployment the release pipeline's first run creates. Rollouts belong to the pipeline.
-    image_digest: str | None
-    min_replicas: int
-    max_replicas: int
-    # Scale on the server's in-flight requests per pod (where a metrics adapter serves it), beside CPU.
-    in_flight_target: int | None
-    workers: int
-    log_level: str
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
-    data_size_limit: str
-    service_type: str
-    image_pull_secret: str | None
-    config: Mapping[str, str]  # further MIS_* tunables for the ConfigMap
-
-
-@dataclass(frozen=True)
-class MirrorSettings:
-    url: str  # the external repository (https)
-    connection_type: str  # one of MIRROR_CONNECTION_TYPES
-    access_token_secret_id: str  # Vault secret OCID holding the token
+    image_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +92,7 @@ class DevOpsSettings:
     branch: str  # pushes to it start the build pipeline (when build_on_push)
     build_on_push: bool
     approvals: int  # approvals the deploy pipeline waits for before rolling out; 0: none
-    mirror: MirrorSettings | None  # None: a repository hosted in OCI DevOps
+    mirror: MirrorArgs | None  # None: a repository hosted in OCI DevOps
     conda_pack: str  # oci://bucket@namespace/path of the Conda pack the images run in; "": their own
 
 
@@ -137,8 +110,8 @@ class Settings:
     compartment_id: str | None
     public_api_endpoint: bool
     network: NetworkSettings | None
-    cpu_pool: NodePoolSettings | None
-    gpu_pool: NodePoolSettings | None
+    cpu_pool: NodePoolArgs | None
+    gpu_pool: NodePoolArgs | None
     devops: DevOpsSettings | None
     vault_type: str
     key_protection_mode: str
@@ -300,7 +273,7 @@ class _Reader:
                 f"must be v1.{KUBERNETES_MINORS.start}.x to v1.{KUBERNETES_MINORS.stop - 1}.x, got {version!r}",
             )
         hybrid = mode == "hybrid"
-        server = self.server(env, hybrid)
+        server = self.server(stack, env, hybrid)
         common = dict(stack=stack, env=env, mode=mode, kubernetes_version=version, server=server)
         if hybrid:
             return Settings(
@@ -336,7 +309,8 @@ class _Reader:
         public_api = self.flag("publicApiEndpoint", default=False)
         if public_api and env == "prod":
             raise self.fail("publicApiEndpoint", "must be false in prod: the Kubernetes API stays private")
-        network = self.network(env, public_api)
+        tenancy_id, compartment_id = self.ocid("tenancyId", "tenancy"), self.ocid("compartmentId", "compartment")
+        network = self.network(env, public_api, compartment_id)
         vault_type = self.text("vaultType", default="VIRTUAL_PRIVATE" if env == "prod" else "DEFAULT")
         if vault_type not in ("DEFAULT", "VIRTUAL_PRIVATE"):
             raise self.fail("vaultType", f"must be DEFAULT or VIRTUAL_PRIVATE, got {vault_type!r}")
@@ -356,8 +330,8 @@ class _Reader:
             **common,
             region=region,
             home_region=home_region,
-            tenancy_id=self.ocid("tenancyId", "tenancy"),
-            compartment_id=self.ocid("compartmentId", "compartment"),
+            tenancy_id=tenancy_id,
+            compartment_id=compartment_id,
             public_api_endpoint=public_api,
             network=network,
             cpu_pool=self.pool("cpuPool", required=True),
@@ -424,7 +398,7 @@ class _Reader:
             secret_id = self.field_text(spec, f"{section}.mirror", "accessTokenSecretId")
             if not _OCID.match(secret_id) or secret_id.split(".")[1] != "vaultsecret":
                 raise self.fail(f"{section}.mirror.accessTokenSecretId", f"must be a Vault secret OCID, got {secret_id!r}")
-            mirror = MirrorSettings(url=url, connection_type=spec["connectionType"], access_token_secret_id=secret_id)
+            mirror = MirrorArgs(url=url, connection_type=spec["connectionType"], access_token_secret_id=secret_id)
         return DevOpsSettings(
             branch=self.field_text(raw, section, "branch", "main", _BRANCH),
             build_on_push=build_on_push,
@@ -443,7 +417,7 @@ class _Reader:
             )
         return kubeconfig
 
-    def network(self, env: str, public_api: bool) -> NetworkSettings:
+    def network(self, env: str, public_api: bool, compartment_id: str) -> NetworkSettings:
         section = "network"
         raw = self.obj(
             section,
@@ -502,6 +476,7 @@ class _Reader:
         if not isinstance(public_lb, bool):
             raise self.fail(f"{section}.publicLoadBalancer", f"must be true or false, got {public_lb!r}")
         return NetworkSettings(
+            compartment_id=compartment_id,
             vcn_cidr=str(vcn),
             worker_subnet_cidr=str(blocks["workerSubnetCidr"]),
             endpoint_subnet_cidr=str(blocks["endpointSubnetCidr"]),
@@ -510,6 +485,7 @@ class _Reader:
             services_cidr=str(blocks["servicesCidr"]),
             api_allowed_cidrs=tuple(map(str, api_allowed)),
             client_cidrs=tuple(map(str, clients)),
+            public_api_endpoint=public_api,
             public_load_balancer=public_lb,
             public_api_reason=reason,
         )
@@ -535,7 +511,7 @@ class _Reader:
                 f"which no reason justifies",
             )
 
-    def pool(self, section: str, required: bool) -> NodePoolSettings | None:
+    def pool(self, section: str, required: bool) -> NodePoolArgs | None:
         raw = self.obj(section, ("shape", "ocpus", "memoryGbs", "minNodes", "maxNodes", "bootVolumeGbs"), required)
         if raw is None:
             return None
@@ -551,7 +527,7 @@ class _Reader:
         max_nodes = self.field_number(raw, section, "maxNodes", max(min_nodes, 1), minimum=1)
         if max_nodes < min_nodes:
             raise self.fail(f"{section}.maxNodes", f"must be at least {section}.minNodes ({min_nodes})")
-        return NodePoolSettings(
+        return NodePoolArgs(
             shape=shape,
             ocpus=ocpus,
             memory_gbs=memory,
@@ -560,7 +536,7 @@ class _Reader:
             boot_volume_gbs=self.field_number(raw, section, "bootVolumeGbs", 100, minimum=50),
         )
 
-    def server(self, env: str, hybrid: bool) -> ServerSettings:
+    def server(self, stack: str, env: str, hybrid: bool) -> ServerSettings:
         section = "server"
         raw = self.obj(
             section,
@@ -604,6 +580,8 @@ class _Reader:
         return ServerSettings(
             namespace=self.field_text(raw, section, "namespace", "mis", _NAME),
             service_account="model-inference-server",
+            env=env,
+            instance=stack,
             image=image,
             image_digest=image_digest,
             min_replicas=min_replicas,
