@@ -209,7 +209,8 @@ class Config:
     max_artifact_bytes: int = setting(
         "MIS_MAX_ARTIFACT_BYTES", str(2048 * MiB), _number(int, minimum=1),
         "Largest total uncompressed size of an uploaded artifact zip (413 above).")
-    log_level: str = setting("MIS_LOG_LEVEL", "info", _lower, "Log level of the server and gunicorn.")
+    log_level: str = setting("MIS_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"),
+                             "Log level of the server and gunicorn: `debug`, `info`, `warning`, `error` or `critical`.")
     api_keys_file: Path | None = setting(  # None: authentication is off (only ever on a loopback bind)
         "MIS_API_KEYS_FILE", "", _optional_path, shown="(unset)",
         doc="The API keys file, `{\"keys\": [{\"name\", \"scopes\", \"key\"}]}` (the stacks mount it from the "
