@@ -15,9 +15,10 @@ import falcon.media
 
 from . import __version__, metrics
 from .auth import ADMIN, ApiKeys, Gate
+from .backends.local_catalog import LocalCatalog
 from .backends.local_store import LocalQuarantine, local_storage
 from .backends.store_dir import StoreDir
-from .catalog import Catalog, LocalCatalog
+from .catalog import Catalog
 from .config import Config
 from .core.registry import Policy, Registry
 from .environment import ServerEnvironment
