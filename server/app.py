@@ -1,4 +1,4 @@
-"""Composition root: builds the catalog, store and registry from the config and routes /api/v1 and
+"""Composition root: builds the catalog, storage and registry from the config and routes /api/v1 and
 the Open Inference Protocol (/v2) to the same core."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import falcon
@@ -14,7 +15,10 @@ import falcon.media
 
 from . import __version__, metrics
 from .auth import ADMIN, ApiKeys, Gate
-from .catalog import Catalog, LocalCatalog
+from .backends.local_catalog import LocalCatalog
+from .backends.local_store import LocalQuarantine, local_storage
+from .backends.store_dir import StoreDir
+from .catalog import Catalog
 from .config import Config
 from .core.registry import Policy, Registry
 from .environment import ServerEnvironment
@@ -26,25 +30,25 @@ from .middleware import Authenticate, Observe
 from .openapi import add_docs_routes
 from .protocols import v1, v2
 from .protocols.common import account, error_document, to_json
-from .store import LocalStore, Store
+from .storage import Storage
 from .warmup import Warmup
 
 log = logging.getLogger(__name__)
 
 
-def build_backends(config: Config, background: bool = True) -> tuple[Catalog, Store]:
-    """The catalog and the store the config names. On OCI they share one set of credentials, and
+def build_backends(config: Config, background: bool = True) -> tuple[Catalog, Storage]:
+    """The catalog and the storage the config names. On OCI they share one set of credentials, and
     building them raises ConfigError when there are none. `background=False` (the gunicorn master)
     starts no refresher threads: the master forks."""
-    local = LocalStore(config.store_dir, config.max_artifact_bytes)
+    storage = local_storage(config.store_dir, config.max_artifact_bytes)
     catalog: Catalog = LocalCatalog(config.catalog_dir)
     if "oci" not in (config.catalog, config.store):
-        return catalog, local
+        return catalog, storage
     import oci  # only where a backend is on OCI: the SDK takes a while to import
 
     from .backends.oci_catalog import OciCatalog
     from .backends.oci_clients import DATA_SCIENCE, OBJECT_STORAGE, OciSettings, Service, client, credentials
-    from .backends.oci_store import OciStore
+    from .backends.oci_store import Bucket, OciState, OciUploads
 
     settings = OciSettings(
         auth=config.oci_auth, config_file=config.oci_config_file, profile=config.oci_profile,
@@ -54,16 +58,18 @@ def build_backends(config: Config, background: bool = True) -> tuple[Catalog, St
     )
     creds = credentials(settings)
     refresh_s = metadata_trust_s(config)
-    store: Store = local
     if config.catalog == "oci":
         sdk = client(oci.data_science.DataScienceClient, settings, settings.data_science_endpoint, creds)
         catalog = OciCatalog(Service(DATA_SCIENCE, sdk, settings), config.oci_compartment_id, config.oci_project_id,
                              config.data_dir / "cache" / "catalog", config.max_artifact_bytes, refresh_s, background)
     if config.store == "oci":
         sdk = client(oci.object_storage.ObjectStorageClient, settings, settings.object_storage_endpoint, creds)
-        store = OciStore(Service(OBJECT_STORAGE, sdk, settings), config.oci_namespace, config.oci_bucket, local,
-                         config.state_ttl_s, refresh_s, background)
-    return catalog, store
+        bucket = Bucket(Service(OBJECT_STORAGE, sdk, settings), config.oci_namespace, config.oci_bucket)
+        # The bucket holds the uploads and the shared state; the workspace and the quarantine stay
+        # this replica's own (server/backends/oci_store.py says why), as do its copies of artifacts.
+        storage = replace(storage, uploads=OciUploads(bucket, storage.uploads, refresh_s, background),
+                          state=OciState(bucket, config.state_ttl_s, background))
+    return catalog, storage
 
 
 def metadata_trust_s(config: Config) -> float:
@@ -77,7 +83,7 @@ def metadata_trust_s(config: Config) -> float:
 def check_backends(config: Config) -> None:
     """Once, at start: credentials that cannot work, or a compartment or bucket they cannot reach,
     stop the server (ConfigError naming what to set). A service that is only down does not."""
-    catalog, store = build_backends(config, background=False)
+    catalog, storage = build_backends(config, background=False)
     if config.catalog == config.store == "local":
         return
     from .backends.oci_clients import check_start
@@ -87,7 +93,8 @@ def check_backends(config: Config) -> None:
                     f"set MIS_OCI_COMPARTMENT_ID to a compartment these credentials may read models of "
                     f"(now {config.oci_compartment_id})")
     if config.store == "oci":
-        check_start(store.service, store.probe,
+        bucket = storage.state.bucket
+        check_start(bucket.service, bucket.probe,
                     f"set MIS_OCI_BUCKET (and MIS_OCI_NAMESPACE) to a bucket these credentials may use "
                     f"(now {config.oci_bucket})")
 
@@ -234,10 +241,10 @@ def blame_dead_worker(config: Config, worker_pid: int) -> list[str]:
     struck: an innocent busy model must not be quarantined for a neighbour's crash. Returns them."""
     models = models_in_flight(inflight_path(worker_pid))
     if len(models) == 1:
-        store = LocalStore(config.store_dir, config.max_artifact_bytes)
-        quarantined = store.record_strike(models[0], "its worker died while it predicted",
-                                          limit=config.quarantine_strikes, window_s=config.quarantine_window_s,
-                                          lock_timeout_s=1.0)
+        quarantine = LocalQuarantine(StoreDir(config.store_dir))  # each replica's own, whatever MIS_STORE is
+        quarantined = quarantine.record_strike(models[0], "its worker died while it predicted",
+                                               limit=config.quarantine_strikes, window_s=config.quarantine_window_s,
+                                               lock_timeout_s=1.0)
         if quarantined:
             audit_server_change("quarantine", models[0], reason=quarantined)
             metrics.model_quarantined(models[0])

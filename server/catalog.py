@@ -1,9 +1,9 @@
-"""Where model metadata and artifacts come from.
+"""Where model metadata and artifacts come from, and what the server knows of a model.
 
-A catalog answers "which models exist, what do we know about them, and give me the artifact".
-`LocalCatalog` is the embedded default: one directory per model holding `metadata.json` and the
-artifact (an OCI Data Science zip, or a native model file). Other catalogs (OCI Data Science)
-implement the same methods.
+A catalog answers "which models exist, what do we know about them, and give me the artifact":
+server/backends/local_catalog.py (the embedded default, a directory of `<id>/metadata.json`
+entries) or server/backends/oci_catalog.py (OCI Data Science). `ModelInfo`, model ids and the
+`metadata.json` entries (which uploads use too) are defined here, for the whole server.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
-from .errors import InvalidModelId, InvalidPage, ModelNotFound
+from .errors import InvalidModelId, InvalidPage
 
 # Letters, digits, '.', '_' and '-' (OCI OCIDs fit); never '..', so an id is always one safe path part.
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 METADATA_FILE = "metadata.json"
 
 
 def validate_model_id(model_id: str) -> str:
-    if not isinstance(model_id, str) or not _MODEL_ID.match(model_id) or ".." in model_id:
+    if not isinstance(model_id, str) or not MODEL_ID.match(model_id) or ".." in model_id:
         raise InvalidModelId(
             "model id must be 1-255 letters, digits, '.', '_' or '-', start with a letter or digit "
             "and not contain '..'",
@@ -130,39 +130,3 @@ def write_entry(directory: Path, info: ModelInfo) -> None:
     except BaseException:
         os.unlink(name)
         raise
-
-
-class LocalCatalog:
-    """A directory of `<model id>/metadata.json` + artifact entries; the embedded default."""
-
-    kind = "local"
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def _entries(self) -> list[ModelInfo]:
-        if not self.root.is_dir():
-            return []
-        found = (read_entry(d, "catalog") for d in sorted(self.root.iterdir()) if _MODEL_ID.match(d.name))
-        return [info for info in found if info is not None]
-
-    def list(self, compartment_id, project_id, limit, page):
-        return page_of([m for m in self._entries() if m.matches(compartment_id, project_id)], limit, page)
-
-    def get(self, model_id: str) -> ModelInfo:
-        info = read_entry(self.root / validate_model_id(model_id), "catalog")
-        if info is None:
-            raise ModelNotFound(f"model {model_id!r} is not in the catalog", model_id=model_id)
-        return info
-
-    def set_env(self, model_id: str, env: str | None) -> ModelInfo:
-        info = self.get(model_id).with_env(env)
-        write_entry(self.root / model_id, info)
-        return info
-
-    def artifact(self, model_id: str) -> Path:
-        path = self.root / model_id / self.get(model_id).artifact
-        if path.parent != self.root / model_id or not path.is_file():
-            raise ModelNotFound(f"model {model_id!r} has no artifact in the catalog", model_id=model_id)
-        return path
-

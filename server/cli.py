@@ -187,7 +187,7 @@ def _promote_on_server(args, env):
 
 
 def _promote_in_catalog(args, env):
-    from server.catalog import LocalCatalog
+    from server.backends.local_catalog import LocalCatalog
     from server.errors import MISError
 
     try:

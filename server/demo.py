@@ -8,7 +8,7 @@ Object Storage are skipped (``ignore_conda_error=True``); the requested inferenc
 Python version are then written into ``runtime.yaml`` by this module. Nothing goes to the network.
 
 ``ensure_demo_catalog`` builds ``DEMO_MODELS`` into the local catalog layout read by
-``server/catalog.py``::
+``server/backends/local_catalog.py``::
 
     <catalog_dir>/<model_id>/metadata.json
     <catalog_dir>/<model_id>/artifact.zip

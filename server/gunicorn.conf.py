@@ -20,7 +20,7 @@ from server.app import blame_dead_worker, build_master_gate, build_registry, che
 from server.auth import KeysFileError  # noqa: E402
 from server.config import Config, ConfigError  # noqa: E402
 from server.logs import configure_json_logs  # noqa: E402
-from server.store import sweep_staging  # noqa: E402
+from server.backends.store_dir import sweep_staging  # noqa: E402
 
 try:
     _config = Config.from_env()

@@ -9,22 +9,22 @@ from typing import Iterable, Iterator
 
 from ..catalog import Catalog, ModelInfo, page_of
 from ..errors import InvalidPage
-from ..store import Store
+from ..storage import Uploads
 
 PAGE_MAX = 1000  # the most models one page holds when the core walks every page itself
 
 
 class Listing:
-    def __init__(self, catalog: Catalog, store: Store):
+    def __init__(self, catalog: Catalog, uploads: Uploads):
         self.catalog = catalog
-        self.store = store
+        self.uploads = uploads
 
     def page(self, compartment_id: str | None, project_id: str | None, limit: int,
              page: str | None) -> tuple[list[ModelInfo], str | None]:
         source, token = _decode_page(page)
         models: list[ModelInfo] = []
         if source == "upload":
-            uploads = [m for m in self.store.list_uploads() if m.matches(compartment_id, project_id)]
+            uploads = [m for m in self.uploads.list() if m.matches(compartment_id, project_id)]
             models, next_upload = page_of(uploads, limit, token)
             if next_upload:
                 return models, _encode_page("upload", next_upload)

@@ -15,7 +15,7 @@ from ..environment import Needs, ServerEnvironment, check_environment, missing_l
 from ..errors import MISError, ModelLoadFailed
 from ..guard import captured_output
 from ..runtimes import open_runtime, preopen
-from ..store import Store
+from ..storage import Storage
 from .models import LoadedModel, utc
 
 log = logging.getLogger(__name__)
@@ -26,17 +26,17 @@ _FRAMEWORK_FILES = {"model.joblib": "scikit-learn", "model.pkl": "scikit-learn",
 
 
 class Loader:
-    def __init__(self, catalog: Catalog, store: Store, *, output_bytes: int, environment: ServerEnvironment,
+    def __init__(self, catalog: Catalog, storage: Storage, *, output_bytes: int, environment: ServerEnvironment,
                  env_compat: str):
         self.catalog = catalog
-        self.store = store
+        self.storage = storage
         self.output_bytes = output_bytes  # MIS_MODEL_OUTPUT_BYTES: what a model may write to the log
         self.environment = environment
         self.env_compat = env_compat  # MIS_ENV_COMPAT: strict, warn or off
 
     def describe(self, model_id: str) -> ModelInfo:
         validate_model_id(model_id)
-        return self.store.get_upload(model_id) or self.catalog.get(model_id)
+        return self.storage.uploads.get(model_id) or self.catalog.get(model_id)
 
     def open(self, info: ModelInfo) -> LoadedModel:
         started = time.perf_counter()
@@ -72,7 +72,7 @@ class Loader:
         """In the gunicorn master: load these models (and whatever the store says is loaded) once,
         for every worker to inherit. A model that fails here is only logged: each worker's warmup
         tries it again and reports it."""
-        for model_id in dict.fromkeys([*model_ids, *sorted(self.store.loaded_ids())]):
+        for model_id in dict.fromkeys([*model_ids, *sorted(self.storage.state.loaded_ids())]):
             try:
                 info = self.describe(model_id)
                 with captured_output(info.id, self.output_bytes, "load"):
@@ -81,12 +81,12 @@ class Loader:
                 log.warning("model %s was not loaded before the fork: %r", model_id, exc)
 
     def _local_artifact(self, info: ModelInfo) -> Path:
-        artifact = self.store.upload_artifact(info.id) if info.source == "upload" else self.catalog.artifact(info.id)
-        return self.store.unpack(info.id, artifact) if artifact.suffix == ".zip" else artifact
+        artifact = self.storage.uploads.artifact(info.id) if info.source == "upload" else self.catalog.artifact(info.id)
+        return self.storage.workspace.unpack(info.id, artifact) if artifact.suffix == ".zip" else artifact
 
     def upload_info(self, model_id: str, staged: Path, name: str, version: str, env: str | None) -> ModelInfo:
-        """An upload's metadata, from its artifact (unpacked into the store's workspace)."""
-        unpacked = self.store.unpack(model_id, staged)
+        """An upload's metadata, from its artifact (unpacked into the workspace)."""
+        unpacked = self.storage.workspace.unpack(model_id, staged)
         return ModelInfo(
             id=model_id,
             name=name,

@@ -1,8 +1,9 @@
 """The core's façade: the models of this worker, in step with the model state every worker (and,
 with a shared store, every replica) shares, and scoring them.
 
-The shared state is the set of loaded ids in the store. Each public call first reconciles this
-worker with it (one stat() when nothing changed), so a load, upload or removal answered by one
+The shared state is the set of loaded ids and the aliases (`storage.state`), with the quarantine
+(`storage.quarantine`). Each public call first reconciles this worker with them (by their
+signatures: a stat() or two when nothing changed), so a load, upload or removal answered by one
 worker is seen by every worker on its next request.
 """
 
@@ -34,7 +35,7 @@ from ..errors import (
 )
 from ..guard import PredictGuard
 from ..logs import audit_server_change
-from ..store import Store
+from ..storage import Storage
 from . import routing
 from .budget import MemoryBudget
 from .listing import Listing
@@ -62,15 +63,15 @@ class Policy:
 
 
 class Registry:
-    def __init__(self, catalog: Catalog, store: Store, guard: PredictGuard, policy: Policy):
+    def __init__(self, catalog: Catalog, storage: Storage, guard: PredictGuard, policy: Policy):
         self.catalog = catalog
-        self.store = store
+        self.storage = storage
         self.guard = guard
         self.policy = policy
         self.environment = policy.environment
-        self.loader = Loader(catalog, store, output_bytes=guard.output_bytes, environment=policy.environment,
+        self.loader = Loader(catalog, storage, output_bytes=guard.output_bytes, environment=policy.environment,
                              env_compat=policy.env_compat)
-        self.listing = Listing(catalog, store)
+        self.listing = Listing(catalog, storage.uploads)
         self._lock = threading.RLock()
         self.budget = MemoryBudget(policy.max_in_memory, policy.pinned, self._lock, self.loader.reopen)
         self.shadows = ShadowMirror(self._score)
@@ -83,19 +84,20 @@ class Registry:
 
     def sync(self) -> None:
         """Load what another worker loaded, drop what another worker removed."""
-        signature = self.store.state_signature()
+        state, quarantine = self.storage.state, self.storage.quarantine
+        signature = state.signature(), quarantine.signature()
         if signature == self._signature:
             return
         with self._lock:
-            wanted = self.store.loaded_ids()
+            wanted = state.loaded_ids()
             self.budget.keep_only(wanted)
             for model_id in sorted(wanted - self.budget.ids()):
                 try:
                     self.budget.keep(model_id, self.loader.reopen(model_id))
                 except MISError as exc:
                     log.error("model %s is loaded elsewhere but failed here: %s", model_id, exc.message)
-            self._quarantined = self.store.quarantined()
-            self._aliases = self.store.aliases()
+            self._quarantined = quarantine.quarantined()
+            self._aliases = state.aliases()
             self._names = routing.name_index(self._loaded_infos())
             self._signature = signature
 
@@ -176,11 +178,11 @@ class Registry:
         """Define (or redefine) an alias of a model name, for every worker and replica sharing the
         store. The versions it names must be loaded now."""
         spec = routing.checked_alias(alias, spec, self.versions_of(name), name)
-        self.store.set_alias(name, alias, spec)
+        self.storage.state.set_alias(name, alias, spec)
         return spec
 
     def delete_alias(self, name: str, alias: str) -> None:
-        if not self.store.set_alias(name, alias, None):
+        if not self.storage.state.set_alias(name, alias, None):
             raise ModelNotFound(f"model {name!r} has no alias {alias!r}", model_name=name, alias=alias)
 
     # -- load / upload / promote / remove --------------------------------------------------
@@ -190,14 +192,14 @@ class Registry:
         Loading a quarantined model is how an admin lifts its quarantine ("released")."""
         self.sync()
         with self._lock:
-            released = model_id in self._quarantined and self.store.release(model_id)
+            released = model_id in self._quarantined and self.storage.quarantine.release(model_id)
             if model_id in self.budget.models:
-                self.store.mark_loaded(model_id)
+                self.storage.state.mark_loaded(model_id)
                 return ("released" if released else "already_loaded"), 0.0
             started = time.perf_counter()
             loaded = self.loader.reopen(model_id)
             try:
-                self.store.mark_loaded(model_id)
+                self.storage.state.mark_loaded(model_id)
             except BaseException:
                 loaded.runtime.close()  # not recorded (a full or read-only store): not loaded here either
                 raise
@@ -206,7 +208,7 @@ class Registry:
 
     def receive(self, stream: BinaryIO) -> Path:
         """Stage an incoming artifact (the caller deletes the file once `upload` is done with it)."""
-        return self.store.receive(stream, self.policy.max_upload_bytes)
+        return self.storage.workspace.receive(stream, self.policy.max_upload_bytes)
 
     def upload(self, staged: Path, name: str, version: str, env: str | None) -> ModelInfo:
         """Store and load a staged artifact: afterwards it is stored, listed and loaded everywhere, or,
@@ -222,9 +224,9 @@ class Registry:
         try:
             info = self.loader.upload_info(model_id, staged, name, version, env)
             loaded = self.loader.open(info)
-            self.store.save_upload(info, staged)
+            self.storage.uploads.save(info, staged)
             with self._lock:
-                self.store.mark_loaded(model_id)  # from here on every worker loads it
+                self.storage.state.mark_loaded(model_id)  # from here on every worker loads it
                 self.budget.keep(model_id, loaded)
         except BaseException:
             if loaded is not None:
@@ -235,7 +237,7 @@ class Registry:
 
     def _forget_upload(self, model_id: str) -> None:
         """Undo a failed upload as far as the store allows; the client gets the upload's own error."""
-        for undo in (self.store.delete_upload, self.store.discard_unpacked):
+        for undo in (self.storage.uploads.delete, self.storage.workspace.discard_unpacked):
             try:
                 undo(model_id)
             except MISError as exc:
@@ -245,7 +247,7 @@ class Registry:
         """Set a model's `env` (None withdraws it) where its metadata lives: the upload's record or
         the catalog. This worker applies it at once, the others within the metadata TTL."""
         info = self.describe(model_id)
-        info = (self.store.set_upload_env(model_id, env) if info.source == "upload" else None) \
+        info = (self.storage.uploads.set_env(model_id, env) if info.source == "upload" else None) \
             or self.catalog.set_env(model_id, env)
         with self._lock:
             loaded = self.budget.models.get(model_id)
@@ -258,7 +260,7 @@ class Registry:
         validate_model_id(model_id)
         self.sync()
         with self._lock:
-            if model_id not in self.budget.models and model_id not in self.store.loaded_ids():
+            if model_id not in self.budget.models and model_id not in self.storage.state.loaded_ids():
                 raise ModelNotLoaded(f"model {model_id!r} is not loaded", model_id=model_id)
             self._unload_everywhere(model_id)
 
@@ -267,14 +269,15 @@ class Registry:
         validate_model_id(model_id)
         self.sync()
         with self._lock:
-            upload = self.store.get_upload(model_id)
-            # (a model this worker unloaded for its memory budget is still in the store's loaded set)
-            if model_id not in self.budget.models and upload is None and model_id not in self.store.loaded_ids():
+            upload = self.storage.uploads.get(model_id)
+            # (a model this worker unloaded for its memory budget is still in the shared loaded set)
+            if (model_id not in self.budget.models and upload is None
+                    and model_id not in self.storage.state.loaded_ids()):
                 raise ModelNotLoaded(f"model {model_id!r} is neither loaded nor uploaded", model_id=model_id)
             self._unload_everywhere(model_id)
             if upload is not None:
-                self.store.delete_upload(model_id)
-            self.store.discard_unpacked(model_id)
+                self.storage.uploads.delete(model_id)
+            self.storage.workspace.discard_unpacked(model_id)
 
     def _unload_everywhere(self, model_id: str) -> None:
         """The caller holds the lock. Refused while an alias sends traffic to the model: its
@@ -283,7 +286,7 @@ class Registry:
         if using:
             raise AliasInUse(f"model {model_id!r} is a version that alias {', '.join(using)} routes to",
                              model_id=model_id, aliases=using, remedy=Remedy(Remedy.CHANGE_ALIAS))
-        self.store.mark_removed(model_id)
+        self.storage.state.mark_removed(model_id)
         self.budget.drop(model_id)
 
     def preopen(self, model_ids: Iterable[str]) -> None:
@@ -365,8 +368,8 @@ class Registry:
     def strike(self, model_id: str, reason: str) -> None:
         """One more strike against a model; enough of them quarantine it in every worker."""
         try:
-            quarantined = self.store.record_strike(model_id, reason, limit=self.policy.quarantine_strikes,
-                                                   window_s=self.policy.quarantine_window_s)
+            quarantined = self.storage.quarantine.record_strike(
+                model_id, reason, limit=self.policy.quarantine_strikes, window_s=self.policy.quarantine_window_s)
             if quarantined:
                 log.error("model %s is quarantined: %s", model_id, quarantined)
                 audit_server_change("quarantine", model_id, reason=quarantined)

@@ -21,7 +21,7 @@ from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
 from server.auth import parse_keys
-from server.catalog import LocalCatalog
+from server.backends.local_catalog import LocalCatalog
 
 from ..processes import REPO, GunicornProcess, free_port, stop_group, wait_until
 

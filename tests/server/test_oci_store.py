@@ -71,7 +71,7 @@ def test_an_upload_is_visible_only_once_complete_and_a_failed_one_leaves_nothing
 
 
 def test_concurrent_writes_of_the_shared_state_lose_nothing(make_config, oci_env, tmp_path, oci_emulator):
-    stores = [build_backends(make_config(**oci_env, MIS_DATA_DIR=str(tmp_path / n)))[1] for n in "ab"]
+    stores = [build_backends(make_config(**oci_env, MIS_DATA_DIR=str(tmp_path / n)))[1].state for n in "ab"]
     ids = {store: [f"model-{n}-{i}" for i in range(12)] for n, store in zip("ab", stores)}
 
     def mark_all(store):
@@ -95,22 +95,22 @@ def test_concurrent_writes_of_the_shared_state_lose_nothing(make_config, oci_env
 
 def test_every_replica_sees_a_state_change_within_the_state_ttl_without_asking_the_bucket_per_request(
         make_config, oci_env, tmp_path, oci_emulator):
-    a, b = (build_backends(make_config(**oci_env, MIS_DATA_DIR=str(tmp_path / n)))[1] for n in "ab")
-    before = b.state_signature()
+    a, b = (build_backends(make_config(**oci_env, MIS_DATA_DIR=str(tmp_path / n)))[1].state for n in "ab")
+    before = b.signature()
     a.mark_loaded("model-1")
     changed = time.monotonic()
-    wait_until(lambda: b.state_signature() != before, timeout=5, interval=0.01)
+    wait_until(lambda: b.signature() != before, timeout=5, interval=0.01)
     took = time.monotonic() - changed
     print(f"a load on one replica reached the other's state after {took:.2f} s (MIS_STATE_TTL_S=0.5)")
     assert took <= 0.5 + 0.3 and b.loaded_ids() == {"model-1"}
     requests_before = len(oci_emulator.log)
     started = time.monotonic()
     for _ in range(20_000):
-        b.state_signature()
+        b.signature()
     elapsed = time.monotonic() - started
     # Only the pollers' rounds (one HEAD each per TTL) reach the bucket, however many requests ask.
     assert len(oci_emulator.log) - requests_before <= 2 * (elapsed / 0.5 + 1)
-    print(f"state_signature(): {1e6 * elapsed / 20_000:.2f} us per call")
+    print(f"state.signature(): {1e6 * elapsed / 20_000:.2f} us per call")
 
 
 def test_an_outage_of_the_bucket_keeps_loaded_models_scoring(replicas, oci_emulator, catalog_models, artifact):
@@ -143,9 +143,9 @@ def test_an_uploaded_models_promotion_reaches_the_other_replica(replicas, oci_em
 
 def test_the_artifact_of_an_upload_is_fetched_once_by_the_other_replica(make_config, oci_env, tmp_path, oci_emulator, artifact):
     a, b = (build_backends(make_config(**oci_env, MIS_DATA_DIR=str(tmp_path / n)))[1] for n in "ab")
-    staged = a.receive(io.BytesIO(artifact), 1 << 20)
-    a.save_upload(ModelInfo(id="upload-x", name="x", source="upload"), staged)
+    staged = a.workspace.receive(io.BytesIO(artifact), 1 << 20)
+    a.uploads.save(ModelInfo(id="upload-x", name="x", source="upload"), staged)
     stored = oci_emulator.bucket(BUCKET)["uploads/upload-x/artifact.zip"]
-    assert b.upload_artifact("upload-x").read_bytes() == stored.data == artifact
-    b.upload_artifact("upload-x")
+    assert b.uploads.artifact("upload-x").read_bytes() == stored.data == artifact
+    b.uploads.artifact("upload-x")
     assert oci_emulator.requests("GET", "upload-x%2Fartifact.zip") == 1

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from server import store as store_module
 from server.app import build_registry
+from server.backends import local_store as store_module
+from server.backends.store_dir import storage_fault
 from server.errors import InsufficientStorage, StoreUnavailable
-from server.store import storage_fault
 from server.warmup import retry_delays
 
 from ..processes import GunicornProcess, answers_ok, wait_until

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from server.app import build_registry
+from server.backends.store_dir import StoreDir
 from server.errors import (
     EnvMismatch,
     InvalidArtifact,
@@ -27,6 +28,12 @@ def workers(make_config):
     return build_registry(config), build_registry(config)
 
 
+@pytest.fixture
+def store(make_config):
+    """The directory of the store the workers share."""
+    return StoreDir(make_config().store_dir)
+
+
 def test_load_is_idempotent_and_seen_by_the_other_worker(workers):
     first, second = workers
     assert first.load(IRIS)[0] == "loaded"
@@ -47,7 +54,7 @@ def test_removal_is_seen_by_the_other_worker(workers):
         first.remove(IRIS)
 
 
-def test_upload_is_seen_by_the_other_worker_and_removal_deletes_it(workers, tmp_path):
+def test_upload_is_seen_by_the_other_worker_and_removal_deletes_it(workers, store, tmp_path):
     first, second = workers
     staged = first.receive(helper_artifact(tmp_path / "a.zip", 5).open("rb"))
     info = first.upload(staged, "five", "2", "dev")
@@ -57,19 +64,19 @@ def test_upload_is_seen_by_the_other_worker_and_removal_deletes_it(workers, tmp_
     second.remove(info.id)
     with pytest.raises(ModelNotFound):
         first.score(info.id, [[0]])
-    assert list(first.store.uploads.iterdir()) == [] and list(first.store.artifacts.iterdir()) == []
+    assert list(store.uploads.iterdir()) == [] and list(store.artifacts.iterdir()) == []
 
 
 @pytest.mark.parametrize("score_py, error", [(SCORE_LOAD_FAILS, ModelLoadFailed)])
-def test_upload_whose_model_fails_to_load_leaves_nothing(workers, tmp_path, score_py, error):
+def test_upload_whose_model_fails_to_load_leaves_nothing(workers, store, tmp_path, score_py, error):
     first, second = workers
     staged = first.receive(score_artifact(tmp_path / "a.zip", score_py).open("rb"))
     with pytest.raises(error, match=r"failed to load \(RuntimeError\)") as caught:
         first.upload(staged, "broken", "1", None)
     assert caught.value.details["model_id"].startswith("upload-")
     assert "the model file is corrupt" in caught.value.private  # the model's words: for the log and admins only
-    assert list(first.store.uploads.iterdir()) == [] and list(first.store.artifacts.iterdir()) == []
-    assert first.store.loaded_ids() == frozenset()
+    assert list(store.uploads.iterdir()) == [] and list(store.artifacts.iterdir()) == []
+    assert first.storage.state.loaded_ids() == frozenset()
 
 
 def test_a_model_that_raises_is_named_and_the_others_keep_serving(workers, tmp_path):
@@ -83,12 +90,12 @@ def test_a_model_that_raises_is_named_and_the_others_keep_serving(workers, tmp_p
     assert stats[info.id]["errors"] == 1 and stats[IRIS]["requests"] == 1
 
 
-def test_invalid_artifact_upload_changes_nothing(workers, tmp_path):
+def test_invalid_artifact_upload_changes_nothing(workers, store, tmp_path):
     first, _ = workers
     (tmp_path / "x.zip").write_bytes(b"not a zip")
     with pytest.raises(InvalidArtifact):
         first.upload(first.receive((tmp_path / "x.zip").open("rb")), "x", "1", None)
-    assert list(first.store.uploads.iterdir()) == [] and list(first.store.artifacts.iterdir()) == []
+    assert list(store.uploads.iterdir()) == [] and list(store.artifacts.iterdir()) == []
 
 
 def test_unknown_models(workers):

@@ -9,32 +9,43 @@ from pathlib import Path
 
 import pytest
 
+from server.backends.local_store import LocalQuarantine, LocalState, local_storage
+from server.backends.store_dir import StoreDir, sweep_staging
 from server.errors import InvalidArtifact, InvalidModelId, PayloadTooLarge
-from server.store import LocalStore, sweep_staging
 
-from .zips import bomb_artifact, helper_artifact, hostile_zips
+from ..zips import bomb_artifact, helper_artifact, hostile_zips
 
 MiB = 1024 * 1024
 
 
 @pytest.fixture
-def store(tmp_path):
-    return LocalStore(tmp_path / "store", max_artifact_bytes=1 * MiB)
+def directory(tmp_path):
+    return StoreDir(tmp_path / "store")
 
 
-def leftovers(store: LocalStore) -> list:
-    return [p for d in (store.artifacts, store.tmp, store.uploads) for p in d.iterdir()]
+@pytest.fixture
+def store(directory):
+    return local_storage(directory.root, max_artifact_bytes=1 * MiB)
 
 
-def escape_targets(store: LocalStore, archive: Path) -> list[Path]:
+@pytest.fixture
+def quarantine(store):
+    return store.quarantine
+
+
+def leftovers(directory: StoreDir) -> list:
+    return [p for d in (directory.artifacts, directory.tmp, directory.uploads) for p in d.iterdir()]
+
+
+def escape_targets(directory: StoreDir, archive: Path) -> list[Path]:
     """Where the archive's members would land outside the store's staging area if extraction
     followed their paths: staging is a folder in tmp/, so '../../evil.py' lands in the store's
     root and '/tmp/evil.py' at /tmp."""
     if not zipfile.is_zipfile(archive):
         return []
-    staging = store.tmp / "staging"
+    staging = directory.tmp / "staging"
     landing = (Path(os.path.normpath(staging / name)) for name in zipfile.ZipFile(archive).namelist())
-    return [path for path in landing if not path.is_relative_to(store.tmp)]
+    return [path for path in landing if not path.is_relative_to(directory.tmp)]
 
 
 def fingerprint(path: Path) -> tuple | None:
@@ -44,17 +55,17 @@ def fingerprint(path: Path) -> tuple | None:
 @pytest.mark.parametrize("kind", [
     "not a zip", "no score.py", "no runtime.yaml", "nested score.py", "absolute path", "parent path", "symlink",
     "zip bomb", "lying zip bomb"])
-def test_hostile_zip_is_refused_and_leaves_nothing(store, tmp_path, kind):
+def test_hostile_zip_is_refused_and_leaves_nothing(store, directory, tmp_path, kind):
     archive = hostile_zips(tmp_path / "zips")[kind]
-    targets = escape_targets(store, archive)
+    targets = escape_targets(directory, archive)
     if kind in ("absolute path", "parent path"):
         assert targets, "the hostile member must have somewhere outside the staging area to land"
     before = {path: fingerprint(path) for path in targets}
     try:
         with pytest.raises((InvalidArtifact, PayloadTooLarge)) as caught:
-            store.unpack("model-1", archive)
+            store.workspace.unpack("model-1", archive)
         assert caught.value.status in (400, 413)
-        assert leftovers(store) == []
+        assert leftovers(directory) == []
         assert {path: fingerprint(path) for path in targets} == before, "a member escaped the staging area"
     finally:
         for path, was in before.items():
@@ -77,7 +88,7 @@ def lie_about_size(archive: Path, member: str, claimed: int) -> Path:
     return archive
 
 
-def test_extraction_counts_real_bytes_not_what_the_zip_directory_claims(store, tmp_path, monkeypatch):
+def test_extraction_counts_real_bytes_not_what_the_zip_directory_claims(store, directory, tmp_path, monkeypatch):
     """A member that inflates to 8 MiB while the zip directory says 1 KiB (limit: 1 MiB).
 
     CPython's reader stops at the size the directory claims (and then fails the CRC), so to see
@@ -94,51 +105,52 @@ def test_extraction_counts_real_bytes_not_what_the_zip_directory_claims(store, t
 
     monkeypatch.setattr(zipfile.ZipExtFile, "__init__", read_to_the_end_of_the_data)
     with pytest.raises(PayloadTooLarge, match="expands past the limit of 1048576 bytes"):
-        store.unpack("model-1", archive)
-    assert leftovers(store) == []
+        store.workspace.unpack("model-1", archive)
+    assert leftovers(directory) == []
 
 
 def test_zip_bomb_reports_the_limit(store, tmp_path):
     with pytest.raises(PayloadTooLarge, match="expands past the limit of 1048576 bytes"):
-        store.unpack("model-1", hostile_zips(tmp_path / "zips")["zip bomb"])
+        store.workspace.unpack("model-1", hostile_zips(tmp_path / "zips")["zip bomb"])
 
 
-def test_unpack_extracts_once_and_reuses(store, tmp_path):
-    target = store.unpack("model-1", helper_artifact(tmp_path / "a.zip", 1))
+def test_unpack_extracts_once_and_reuses(store, directory, tmp_path):
+    target = store.workspace.unpack("model-1", helper_artifact(tmp_path / "a.zip", 1))
     assert (target / "score.py").is_file() and (target / "features.py").read_text() == "VALUE = 1\n"
-    again = store.unpack("model-1", helper_artifact(tmp_path / "b.zip", 2))
+    again = store.workspace.unpack("model-1", helper_artifact(tmp_path / "b.zip", 2))
     assert again == target and (target / "features.py").read_text() == "VALUE = 1\n"
-    store.discard_unpacked("model-1")
-    assert leftovers(store) == []
+    store.workspace.discard_unpacked("model-1")
+    assert leftovers(directory) == []
 
 
-def test_model_ids_cannot_escape_the_store(store, tmp_path):
+def test_model_ids_cannot_escape_the_store(store, directory, tmp_path):
     for bad in ("../x", "a/b", "..", "", ".hidden", "a..b", "x" * 300):
         with pytest.raises(InvalidModelId):
-            store.unpack(bad, helper_artifact(tmp_path / "a.zip", 1))
-    assert leftovers(store) == []
+            store.workspace.unpack(bad, helper_artifact(tmp_path / "a.zip", 1))
+    assert leftovers(directory) == []
 
 
-def test_receive_refuses_more_than_the_limit(store):
+def test_receive_refuses_more_than_the_limit(store, directory):
     with pytest.raises(PayloadTooLarge):
-        store.receive(io.BytesIO(b"x" * 2048), limit=1024)
-    assert leftovers(store) == []
-    staged = store.receive(io.BytesIO(b"x" * 1024), limit=1024)
+        store.workspace.receive(io.BytesIO(b"x" * 2048), limit=1024)
+    assert leftovers(directory) == []
+    staged = store.workspace.receive(io.BytesIO(b"x" * 1024), limit=1024)
     assert staged.read_bytes() == b"x" * 1024
 
 
 def test_state_is_shared_and_signals_changes(tmp_path):
-    first = LocalStore(tmp_path / "store", max_artifact_bytes=MiB)
-    second = LocalStore(tmp_path / "store", max_artifact_bytes=MiB)
-    assert second.state_signature() == (None, None) and second.loaded_ids() == frozenset()
+    first = local_storage(tmp_path / "store", max_artifact_bytes=MiB).state
+    second = LocalState(StoreDir(tmp_path / "store"))
+    quarantine = LocalQuarantine(StoreDir(tmp_path / "store"))
+    assert (second.signature(), quarantine.signature()) == (None, None) and second.loaded_ids() == frozenset()
     first.mark_loaded("a")
-    signature = second.state_signature()
+    signature = second.signature()
     assert signature is not None and second.loaded_ids() == {"a"}
     first.mark_loaded("a")  # no change, no rewrite
-    assert second.state_signature() == signature
+    assert second.signature() == signature
     first.mark_loaded("b")
     first.mark_removed("a")
-    assert second.state_signature() != signature and second.loaded_ids() == {"b"}
+    assert second.signature() != signature and second.loaded_ids() == {"b"}
 
 
 WRITERS, ROUNDS = 3, 150
@@ -146,7 +158,7 @@ WRITERS, ROUNDS = 3, 150
 
 def change_state_concurrently(root: str, writer: int, start: Barrier) -> None:
     """One writer process: loads ROUNDS ids of its own and removes every other one again."""
-    store = LocalStore(Path(root), max_artifact_bytes=MiB)
+    store = local_storage(Path(root), max_artifact_bytes=MiB).state
     start.wait(timeout=60)
     for i in range(ROUNDS):
         store.mark_loaded(f"w{writer}-{i}")
@@ -154,12 +166,12 @@ def change_state_concurrently(root: str, writer: int, start: Barrier) -> None:
             store.mark_removed(f"w{writer}-{i}")
 
 
-def test_concurrent_writers_lose_no_change_and_readers_never_see_half_a_state(store):
+def test_concurrent_writers_lose_no_change_and_readers_never_see_half_a_state(store, directory):
     """Worker processes change state.json at once: each change must be made under the lock (or
     one process overwrites another's) and replace the file whole (or a reader parses half)."""
     spawn = multiprocessing.get_context("spawn")
     start = spawn.Barrier(WRITERS + 1)
-    writers = [spawn.Process(target=change_state_concurrently, args=(str(store.root), w, start))
+    writers = [spawn.Process(target=change_state_concurrently, args=(str(directory.root), w, start))
                for w in range(WRITERS)]
     for process in writers:
         process.start()
@@ -169,7 +181,7 @@ def test_concurrent_writers_lose_no_change_and_readers_never_see_half_a_state(st
         deadline = time.monotonic() + 60
         while any(process.is_alive() for process in writers) and time.monotonic() < deadline:
             try:
-                store.loaded_ids()
+                store.state.loaded_ids()
                 reads += 1
             except ValueError as exc:  # half a JSON document
                 torn.append(str(exc))
@@ -182,37 +194,38 @@ def test_concurrent_writers_lose_no_change_and_readers_never_see_half_a_state(st
     assert torn == [], f"{len(torn)} of {reads + len(torn)} reads saw a partial state.json"
     assert [process.exitcode for process in writers] == [0] * WRITERS
     assert reads > 0
-    assert store.loaded_ids() == {f"w{w}-{i}" for w in range(WRITERS) for i in range(0, ROUNDS, 2)}
+    assert store.state.loaded_ids() == {f"w{w}-{i}" for w in range(WRITERS) for i in range(0, ROUNDS, 2)}
 
 
-def test_staging_leftovers_are_swept_once_stale(store):
+def test_staging_leftovers_are_swept_once_stale(store, directory):
     """A new store (each worker's, at start) sweeps what killed uploads left in tmp/, but not what
     another worker is writing right now; gunicorn's master, before forking, sweeps everything."""
-    stale_dir, stale_file = store.tmp / "killed-extraction", store.tmp / "killed-upload.zip"
+    stale_dir, stale_file = directory.tmp / "killed-extraction", directory.tmp / "killed-upload.zip"
     (stale_dir / "model").mkdir(parents=True)
     (stale_dir / "model" / "model.bin").write_bytes(b"x" * 100)
     stale_file.write_bytes(b"PK")
-    busy_dir = store.tmp / "extraction-in-progress"  # an old folder, but a file in it is being written
+    busy_dir = directory.tmp / "extraction-in-progress"  # an old folder, but a file in it is being written
     busy_dir.mkdir()
     (busy_dir / "model.bin").write_bytes(b"x")
-    (store.tmp / "upload-in-progress.zip").write_bytes(b"PK")
+    (directory.tmp / "upload-in-progress.zip").write_bytes(b"PK")
     two_hours_ago = time.time() - 2 * 3600
     for path in (stale_dir / "model" / "model.bin", stale_dir / "model", stale_dir, stale_file, busy_dir):
         os.utime(path, (two_hours_ago, two_hours_ago))
 
-    LocalStore(store.root, max_artifact_bytes=MiB)
-    assert sorted(p.name for p in store.tmp.iterdir()) == ["extraction-in-progress", "upload-in-progress.zip"]
-    sweep_staging(store.root, older_than_s=0)
-    assert list(store.tmp.iterdir()) == []
+    local_storage(directory.root, max_artifact_bytes=MiB)
+    assert sorted(p.name for p in directory.tmp.iterdir()) == ["extraction-in-progress", "upload-in-progress.zip"]
+    sweep_staging(directory.root, older_than_s=0)
+    assert list(directory.tmp.iterdir()) == []
 
 
-def test_a_model_is_quarantined_once_however_many_strikes_arrive_after(store):
-    assert store.record_strike("m", "timed out", limit=2, window_s=60) is None
-    reason = store.record_strike("m", "timed out", limit=2, window_s=60)
-    assert reason == "timed out (2 times in 60 s)" and store.quarantined() == {"m": reason}
+def test_a_model_is_quarantined_once_however_many_strikes_arrive_after(quarantine):
+    assert quarantine.record_strike("m", "timed out", limit=2, window_s=60) is None
+    reason = quarantine.record_strike("m", "timed out", limit=2, window_s=60)
+    assert reason == "timed out (2 times in 60 s)" and quarantine.quarantined() == {"m": reason}
     # two workers that died of it at once, with one strike enough: one quarantine (one audit line, one count)
-    assert store.record_strike("n", "its worker died while it predicted", limit=1, window_s=60) is not None
-    assert store.record_strike("n", "its worker died while it predicted", limit=1, window_s=60) is None
-    assert store.record_strike("m", "timed out", limit=1, window_s=60) is None
-    assert store.quarantined()["m"] == reason
-    assert store.release("m") and store.record_strike("m", "timed out", limit=2, window_s=60) is None  # counts anew
+    assert quarantine.record_strike("n", "its worker died while it predicted", limit=1, window_s=60) is not None
+    assert quarantine.record_strike("n", "its worker died while it predicted", limit=1, window_s=60) is None
+    assert quarantine.record_strike("m", "timed out", limit=1, window_s=60) is None
+    assert quarantine.quarantined()["m"] == reason
+    # released, it counts anew
+    assert quarantine.release("m") and quarantine.record_strike("m", "timed out", limit=2, window_s=60) is None

@@ -1,0 +1,65 @@
+"""An OCI Data Science artifact zip extracted so that it cannot escape its folder or explode: member
+paths and links checked, the required members present, and the bytes that really come out counted
+against the limit (the sizes in the zip's directory can lie)."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from ..errors import InvalidArtifact, PayloadTooLarge
+
+REQUIRED_MEMBERS = ("score.py", "runtime.yaml")
+MAX_MEMBERS = 10_000
+_CHUNK = 1024 * 1024
+
+
+def extract_artifact(artifact_zip: Path, dest: Path, max_bytes: int) -> None:
+    """Extract an OCI Data Science artifact zip after checking it cannot escape `dest` or explode."""
+    if not zipfile.is_zipfile(artifact_zip):
+        raise InvalidArtifact("the artifact is not a zip file")
+    try:
+        with zipfile.ZipFile(artifact_zip) as archive:
+            members = archive.infolist()
+            _check_members(members, max_bytes)
+            budget = max_bytes
+            for member in members:
+                path = dest.joinpath(*PurePosixPath(member.filename).parts)
+                if member.is_dir():
+                    path.mkdir(parents=True, exist_ok=True)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Sizes in the zip directory can lie; count what actually comes out.
+                with archive.open(member) as src, open(path, "wb") as out:
+                    while chunk := src.read(_CHUNK):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise _too_large(max_bytes)
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+        raise InvalidArtifact(f"the artifact zip cannot be read: {exc}") from None
+
+
+def _check_members(members: list[zipfile.ZipInfo], max_bytes: int) -> None:
+    if len(members) > MAX_MEMBERS:
+        raise InvalidArtifact(f"the artifact has {len(members)} members; at most {MAX_MEMBERS} are allowed")
+    for member in members:
+        name = member.filename
+        parts = PurePosixPath(name).parts
+        if name.startswith(("/", "\\")) or "\\" in name or ".." in parts or ":" in name or not parts:
+            raise InvalidArtifact(f"the artifact has an unsafe member path {name!r}", member=name)
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise InvalidArtifact(f"the artifact has a symbolic link {name!r}", member=name)
+    if sum(m.file_size for m in members) > max_bytes:
+        raise _too_large(max_bytes)
+    top_level = {m.filename for m in members if not m.is_dir() and "/" not in m.filename}
+    missing = [name for name in REQUIRED_MEMBERS if name not in top_level]
+    if missing:
+        raise InvalidArtifact(
+            f"the artifact lacks {' and '.join(missing)} at the top level of the zip", missing=missing
+        )
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the artifact expands past the limit of {max_bytes} bytes", limit=max_bytes)
