@@ -272,7 +272,7 @@ def test_unloading_a_name_unloads_every_copy_of_it(client, tmp_path):
 
 def test_each_protocol_words_what_to_do_in_its_own_routes(make_client, data_dir):
     """The core's errors carry what the caller can do; a V2 client is never told to call /api/v1."""
-    from server.store import LocalStore
+    from server.backends.local_store import local_storage
 
     client = make_client(MIS_ENV="prod", MIS_PRELOAD=IRIS)  # the demo model is for env dev
     refused_v1 = client.simulate_post("/api/v1/score", params={"model_id": IRIS}, json=[SETOSA])
@@ -282,7 +282,7 @@ def test_each_protocol_words_what_to_do_in_its_own_routes(make_client, data_dir)
     assert f"POST /api/v1/promotemodel/{IRIS}" in refused_v1.json["error"]
     assert f"`mis promote {IRIS} --env prod`" in refused_v2.json["error"] and "/api/v1" not in refused_v2.json["error"]
 
-    LocalStore(data_dir / "store", 1 << 20).record_strike(IRIS, "it hung", limit=1, window_s=60)
+    local_storage(data_dir / "store", 1 << 20).quarantine.record_strike(IRIS, "it hung", limit=1, window_s=60)
     quarantined_v1 = client.simulate_post("/api/v1/score", params={"model_id": IRIS}, json=[SETOSA])
     quarantined_v2 = infer(client, IRIS, {"inputs": [tensor(SETOSA, [1, 4])]})
     assert_error(quarantined_v1, 503, "model_quarantined")
