@@ -67,8 +67,8 @@ def build_backends(config: Config, background: bool = True) -> tuple[Catalog, St
         bucket = Bucket(Service(OBJECT_STORAGE, sdk, settings), config.oci_namespace, config.oci_bucket)
         # The bucket holds the uploads and the shared state; the workspace and the quarantine stay
         # this replica's own (server/backends/oci_store.py says why), as do its copies of artifacts.
-        storage = replace(storage, uploads=OciUploads(bucket, storage.uploads, refresh_s, background),
-                          state=OciState(bucket, config.state_ttl_s, background))
+        uploads = OciUploads(bucket, storage.uploads, config.max_artifact_bytes, refresh_s, background)
+        storage = replace(storage, uploads=uploads, state=OciState(bucket, config.state_ttl_s, background))
     return catalog, storage
 
 

@@ -15,12 +15,8 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
-import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,12 +24,10 @@ import oci
 from oci.data_science.models import Metadata, UpdateModelDetails
 
 from ..catalog import ModelInfo, validate_model_id
-from ..errors import (ArtifactCorrupt, CatalogReadOnly, InvalidPage, ModelNotFound, PayloadTooLarge,
-                      ServiceUnavailable)
+from ..errors import ArtifactCorrupt, CatalogReadOnly, InvalidPage, ModelNotFound, PayloadTooLarge
 from .oci_clients import DATA_SCIENCE, OciSettings, Refreshing, Service, client, credentials
 
 PAGE_MAX = 100  # the service's largest page
-_CHUNK = 1024 * 1024
 _DETAIL_THREADS = 8
 _CONFLICT_RETRIES = 5
 
@@ -120,39 +114,14 @@ class OciCatalog:
         return self.cache_dir / model_id / f"artifact-{digest}.zip"
 
     def _download(self, model_id: str) -> Path:
-        """Streamed to a file beside its final name, checked, then renamed into place: another
-        worker never reads half of it, and two workers downloading at once both end with one file."""
-        deadline = time.monotonic() + self.service.settings.budget_s
         answer = self.service.call("get_model_artifact_content", model_id)
         target = self._cached(model_id, answer.headers.get("etag"))
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-        md5, written = hashlib.md5(usedforsecurity=False), 0
-        try:
-            with os.fdopen(handle, "wb") as out:
-                try:
-                    for chunk in answer.data.iter_content(_CHUNK):
-                        written += len(chunk)
-                        if written > self.max_artifact_bytes:
-                            raise _too_large(model_id, self.max_artifact_bytes)
-                        if time.monotonic() > deadline:
-                            raise self.service.unavailable("sent the artifact too slowly")
-                        md5.update(chunk)
-                        out.write(chunk)
-                except (PayloadTooLarge, ServiceUnavailable):
-                    raise
-                except Exception as exc:  # the connection broke mid-stream
-                    raise self.service.unavailable(f"broke off the artifact download ({type(exc).__name__})") from None
-                finally:
-                    answer.data.close()
-            expected = answer.headers.get("content-md5")
-            if expected and base64.b64decode(expected) != md5.digest():
-                raise ArtifactCorrupt(f"the artifact of model {model_id!r} downloaded from {DATA_SCIENCE} does not "
-                                      "match its MD5; retry the load", model_id=model_id)
-            os.replace(name, target)
-        except BaseException:
-            os.unlink(name)
-            raise
+        self.service.download(
+            answer, target, limit=self.max_artifact_bytes, too_large=lambda: _too_large(model_id, self.max_artifact_bytes),
+            md5=answer.headers.get("content-md5"),
+            damaged=lambda: ArtifactCorrupt(f"the artifact of model {model_id!r} downloaded from {DATA_SCIENCE} does "
+                                            "not match its MD5; retry the load", model_id=model_id))
         return target
 
 

@@ -9,13 +9,17 @@ Retry-After) naming the service. The SDK's own retries and circuit breaker are o
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import os
 import random
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Hashable
 
 import oci
@@ -32,6 +36,7 @@ CONNECT_TIMEOUT_S = 5.0
 BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 4.0
 RETRY_AFTER_S = 5  # what a 503 tells clients when the service gave no hint of its own
+_CHUNK = 1024 * 1024  # one read of a download
 AUTH_MODES = ("workload_identity", "instance_principal", "resource_principal", "api_key")
 
 
@@ -142,6 +147,40 @@ class Service:
             time.sleep(delay)
         raise self.unavailable(f"{failure} to {operation} ({attempt + 1} attempts)")
 
+    def download(self, answer, target: Path, *, limit: int, too_large: Callable[[], MISError],
+                 md5: str | None, damaged: Callable[[], MISError]) -> None:
+        """Stream an answer's body to a file beside `target`, checked, then renamed into place:
+        another worker never reads half of it, and two downloading at once both end with one file.
+        No more than `limit` bytes are read, whatever the answer's head said (`too_large()`), and
+        not past the call's budget; a body that breaks off is this service's failure, one whose MD5
+        differs from `md5` (base64, as OCI sends it) is `damaged()`. Nothing is left on failure."""
+        deadline = time.monotonic() + self.settings.budget_s
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+        digest, written = hashlib.md5(usedforsecurity=False), 0
+        try:
+            with os.fdopen(handle, "wb") as out:
+                try:
+                    for chunk in answer.data.iter_content(_CHUNK):
+                        written += len(chunk)
+                        if written > limit:
+                            raise too_large()
+                        if time.monotonic() > deadline:
+                            raise self.unavailable("sent the artifact too slowly")
+                        digest.update(chunk)
+                        out.write(chunk)
+                except MISError:
+                    raise
+                except Exception as exc:  # the connection broke mid-stream
+                    raise self.unavailable(f"broke off the artifact download ({type(exc).__name__})") from None
+                finally:
+                    answer.data.close()
+            if md5 and base64.b64decode(md5) != digest.digest():
+                raise damaged()
+            os.replace(name, target)
+        except BaseException:
+            os.unlink(name)
+            raise
+
     def unavailable(self, what: str, exc: Exception | None = None) -> ServiceUnavailable:
         hint = _retry_after(exc) if isinstance(exc, oci.exceptions.ServiceError) else None
         return ServiceUnavailable(f"{self.name} is unavailable: it {what}; retry later", service=self.name,
@@ -220,9 +259,6 @@ class Refreshing:
     def put(self, key: Hashable, value: Any) -> None:
         now = time.monotonic()
         self._values[key] = (value, now, now)
-
-    def forget(self, key: Hashable) -> None:
-        self._values.pop(key, None)
 
     def _ensure_thread(self) -> None:
         """One refresher per process, started on first use: a thread does not survive a fork."""

@@ -34,7 +34,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Callable, TypeVar
 import oci
 
 from ..catalog import ModelInfo, validate_model_id
-from ..errors import MISError, ServiceUnavailable
+from ..errors import MISError, PayloadTooLarge, ServiceUnavailable
 from ..storage import Uploads
 from .local_store import add_loaded, change_alias, drop_loaded
 from .oci_clients import Refreshing, Service, dumps
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 STATE = "state.json"
 UPLOADS = "uploads/"
 _CONFLICT_RETRIES = 20
-_CHUNK = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -131,9 +129,11 @@ class OciUploads:
     """Uploads in the bucket. `copies` (local uploads) keeps this replica's copy of each artifact it
     sent or fetched, at the same place the local store keeps one."""
 
-    def __init__(self, bucket: Bucket, copies: Uploads, metadata_refresh_s: float, background: bool = True):
+    def __init__(self, bucket: Bucket, copies: Uploads, max_artifact_bytes: int, metadata_refresh_s: float,
+                 background: bool = True):
         self.bucket = bucket
         self.copies = copies
+        self.max_artifact_bytes = max_artifact_bytes  # what this replica fetches of an upload's artifact, at most
         self._metadata = Refreshing(self._fetch, metadata_refresh_s, "uploads", background)
 
     def list(self) -> list[ModelInfo]:
@@ -161,20 +161,12 @@ class OciUploads:
         if answer is None:
             return path  # gone: the registry's unpack answers that it is missing
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, staged = tempfile.mkstemp(dir=path.parent, prefix=".download-")
-        md5 = hashlib.md5(usedforsecurity=False)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                for chunk in answer.data.iter_content(_CHUNK):
-                    md5.update(chunk)
-                    out.write(chunk)
-            expected = answer.headers.get("opc-content-md5")
-            if expected and base64.b64decode(expected) != md5.digest():
-                raise self.bucket.service.unavailable(f"sent {name} damaged (MD5 mismatch)")
-            os.replace(staged, path)
-        except BaseException:
-            os.unlink(staged)
-            raise
+        self.bucket.service.download(
+            answer, path, limit=self.max_artifact_bytes, md5=answer.headers.get("opc-content-md5"),
+            too_large=lambda: PayloadTooLarge(f"the artifact of upload {model_id!r} in the bucket is larger than the "
+                                              f"limit of {self.max_artifact_bytes} bytes (MIS_MAX_ARTIFACT_BYTES)",
+                                              model_id=model_id, limit=self.max_artifact_bytes),
+            damaged=lambda: self.bucket.service.unavailable(f"sent {name} damaged (MD5 mismatch)"))
         return path
 
     def save(self, info: ModelInfo, artifact_zip: Path) -> None:
