@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import time
 import types
@@ -23,7 +25,8 @@ import requests
 from server import store as store_module
 from server.app import build_registry
 from server.errors import InsufficientStorage, StoreUnavailable
-from server.store import storage_fault
+from server.catalog import ModelInfo
+from server.store import LocalStore, storage_fault, sweep_staging
 from server.warmup import retry_delays
 
 from ..processes import GunicornProcess, answers_ok, wait_until
@@ -110,6 +113,39 @@ def test_simulated_full_disk_at_each_upload_step_answers_507_and_saves_nothing(
     assert client.simulate_get("/api/v1/listmodels/").json == listed
     other_worker = build_registry(make_config())
     assert other_worker.loaded_ids() == {IRIS}
+
+
+# -- a worker killed while it saves an upload ---------------------------------------------------
+# The faults above raise, and whatever saves an upload cleans up after an exception, so they cannot
+# tell an upload staged in tmp/ and renamed into place from one written at uploads/<id> directly.
+# A process killed midway runs no cleanup: only staging keeps its half out of uploads/.
+
+def save_and_get_killed_midway(root: str, staged: str) -> None:
+    """A worker (in its own process) killed by SIGKILL (the OOM killer, a kubelet) after moving
+    the upload's artifact in and before its metadata is written."""
+    def killed(directory, info):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store_module.write_entry = killed
+    LocalStore(Path(root), max_artifact_bytes=KiB * KiB).save_upload(
+        ModelInfo(id="upload-killed", name="killed", source="upload"), Path(staged))
+
+
+def test_a_worker_killed_while_saving_an_upload_leaves_nothing_under_uploads(tmp_path):
+    store = LocalStore(tmp_path / "store", max_artifact_bytes=KiB * KiB)
+    staged = store.receive(helper_artifact(tmp_path / "a.zip", 1).open("rb"), limit=KiB * KiB)
+    worker = multiprocessing.get_context("spawn").Process(target=save_and_get_killed_midway,
+                                                          args=(str(store.root), str(staged)))
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
+    assert worker.exitcode == -signal.SIGKILL, "the worker was to die while saving"
+    assert list(store.uploads.iterdir()) == [], "a half-saved upload is left in uploads/, where no sweep goes"
+    assert store.list_uploads() == [] and store.get_upload("upload-killed") is None
+    sweep_staging(store.root, older_than_s=0)  # what gunicorn's master does at the next start
+    assert [p for p in store.root.rglob("*") if p.is_file() and p.name != "state.lock"] == []
 
 
 # -- real faults: gunicorn with the store on a small tmpfs --------------------------------------
