@@ -3,7 +3,9 @@ that the server's OCI backends use, served on 127.0.0.1 for the real `oci` SDK t
 
 It checks every request's HTTP signature (draft-cavage, as the SDK signs) against the test key's
 public key and answers 401 to a request that is unsigned, signed by another key or altered after
-signing. Faults (status codes, slow answers) are injected per path; every request is logged.
+signing. Faults (status codes, slow answers) are injected per path; every request is logged. How a
+model's artifact is sent can be changed too (`Delivery`): a HEAD that lies about its size, a chunked
+body, a body larger than the artifact, a trickle; the bytes of it actually sent are counted.
 """
 
 from __future__ import annotations
@@ -73,11 +75,24 @@ class Fault:
 
 
 @dataclass
+class Delivery:
+    """How a model's artifact is answered (the defaults: as the service does)."""
+    size: int | None = None  # bytes GET sends: the artifact, then zeros up to this (made as they are sent)
+    head_size: int | None = None  # the Content-Length HEAD claims; None: what GET sends (chunked: none at all)
+    chunked: bool = False  # GET answers Transfer-Encoding: chunked, with no Content-Length
+    piece: int = 64 * 1024  # bytes per write
+    pause_s: float = 0.0  # between two pieces: a trickle
+    cut_after: int | None = None  # hang up once this many bytes are sent (the headers promised them all)
+
+
+@dataclass
 class Model:
     details: dict
     artifact: bytes
     etag: str = field(default_factory=lambda: uuid.uuid4().hex)
-    artifact_md5: str | None = None  # None: the artifact's real MD5
+    artifact_md5: str | None = None  # None: the artifact's real MD5 (none sent for a Delivery.size body)
+    delivery: Delivery = field(default_factory=Delivery)
+    sent: int = 0  # bytes of artifact bodies written to a client's socket, all GETs together
 
     def summary(self) -> dict:
         keys = ("id", "compartmentId", "projectId", "displayName", "lifecycleState", "timeCreated", "createdBy",
@@ -273,10 +288,7 @@ class Emulator:
             if len(parts) == 4 and h.command == "PUT":
                 return self.update_model(h, model, json.loads(body))
             if parts[4:] == ["artifact", "content"] and h.command in ("GET", "HEAD"):
-                md5 = model.artifact_md5 or base64.b64encode(hashlib.md5(model.artifact, usedforsecurity=False).digest()).decode()
-                return h._answer(200, raw=model.artifact, headers={
-                    "content-type": "application/octet-stream", "content-md5": md5, "etag": f"artifact-{model.details['id']}",
-                    "content-disposition": "attachment; filename=artifact.zip"})
+                return self.artifact(h, model)
         if url.path == "/n" and h.command == "GET":
             return h._answer(200, NAMESPACE)
         if len(parts) >= 5 and parts[1] == "n" and parts[3] == "b":
@@ -292,6 +304,46 @@ class Emulator:
             if len(parts) >= 7 and parts[5] == "o":
                 return self.object(h, bucket, urllib.parse.unquote("/".join(parts[6:])), body)
         h._error(404, "NotFound", f"the emulator has no {h.command} {url.path}")
+
+    def artifact(self, h, model: Model) -> None:
+        """The artifact's HEAD or GET, as `model.delivery` says; the body written in pieces, each
+        counted in `model.sent` once the socket took it (a client that hangs up stops it)."""
+        how = model.delivery
+        size = len(model.artifact) if how.size is None else how.size
+        headers = {"content-type": "application/octet-stream", "etag": f"artifact-{model.details['id']}",
+                   "content-disposition": "attachment; filename=artifact.zip"}
+        if model.artifact_md5 or how.size is None:
+            headers["content-md5"] = model.artifact_md5 or base64.b64encode(
+                hashlib.md5(model.artifact, usedforsecurity=False).digest()).decode()
+        if h.command == "GET" and how.chunked:
+            headers["transfer-encoding"] = "chunked"
+        elif h.command == "GET" or not how.chunked or how.head_size is not None:
+            headers["content-length"] = str(size if h.command == "GET" or how.head_size is None else how.head_size)
+        with self.lock:
+            self.log.append((h.command, h.path, 200))
+        h.send_response(200)
+        h.send_header("opc-request-id", uuid.uuid4().hex)
+        for name, value in headers.items():
+            h.send_header(name, value)
+        h.end_headers()
+        if h.command == "HEAD":
+            return
+        h.close_connection = True  # whatever happens to the body, this connection ends with it
+        for start in range(0, size, how.piece):
+            if start and how.pause_s:
+                time.sleep(how.pause_s)
+            piece = model.artifact[start:start + how.piece]
+            piece += bytes(min(how.piece, size - start) - len(piece))
+            if how.cut_after is not None and start + len(piece) > how.cut_after:
+                h.wfile.write(piece[:how.cut_after - start])
+                with self.lock:
+                    model.sent += how.cut_after - start
+                return  # close_connection: the handler closes the socket mid-body
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if how.chunked else piece)
+            with self.lock:
+                model.sent += len(piece)
+        if how.chunked:
+            h.wfile.write(b"0\r\n\r\n")
 
     def list_models(self, h, query: dict) -> None:
         if query.get("compartmentId") != COMPARTMENT:

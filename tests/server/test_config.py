@@ -69,3 +69,38 @@ def test_every_variable_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in VARIABLES:
         assert f"`{name}`" in readme, name
+
+
+# Every numeric MIS_* variable, its smallest accepted value and a value just below it.
+MINIMUMS = [
+    ("MIS_WORKERS", "1", "0"), ("MIS_THREADS", "1", "0"), ("MIS_TIMEOUT_S", "1", "0"),
+    ("MIS_PREDICT_TIMEOUT_S", "0.01", "0.009"), ("MIS_QUARANTINE_STRIKES", "1", "0"),
+    ("MIS_QUARANTINE_WINDOW_S", "1", "0.999"), ("MIS_MODEL_OUTPUT_BYTES", "0", "-1"),
+    ("MIS_HEADER_TIMEOUT_S", "0.1", "0.099"), ("MIS_BODY_TIMEOUT_S", "0.1", "0.099"), ("MIS_KEEPALIVE_S", "0", "-1"),
+    ("MIS_GRACEFUL_TIMEOUT_S", "1", "0"), ("MIS_STATE_TTL_S", "0.1", "0.099"), ("MIS_MAX_LOADED_MODELS", "0", "-1"),
+    ("MIS_METADATA_TTL_S", "0", "-0.001"), ("MIS_MAX_BODY_BYTES", "1", "0"), ("MIS_MAX_UPLOAD_BYTES", "1", "0"),
+    ("MIS_MAX_ARTIFACT_BYTES", "1", "0"), ("MIS_OCI_TIMEOUT_S", "0.1", "0.099"), ("MIS_OCI_ATTEMPTS", "1", "0"),
+]
+# The OCI variables are read only where a backend is on OCI.
+ON_OCI = {"MIS_AUTH": "off", "MIS_STORE": "oci", "MIS_OCI_BUCKET": "models"}
+
+
+@pytest.mark.parametrize("name, minimum, below", MINIMUMS, ids=[row[0] for row in MINIMUMS])
+def test_each_number_is_accepted_at_its_minimum_and_refused_below_it_by_name(name, minimum, below):
+    base = ON_OCI if name.startswith("MIS_OCI_") else {"MIS_AUTH": "off"}
+    at_minimum = Config.from_env({**base, name: minimum})
+    above = Config.from_env({**base, name: str(float(minimum) + 1 if "." in minimum else int(minimum) + 1)})
+    assert at_minimum != above, f"{name}={minimum} was not read"
+    with pytest.raises(ConfigError, match=rf"\b{name}\b"):
+        Config.from_env({**base, name: below})
+
+
+def test_the_table_of_minimums_covers_every_numeric_variable():
+    def numeric(default: str) -> bool:
+        try:
+            float(default)
+        except ValueError:
+            return False
+        return True
+
+    assert {name for name, (default, _) in VARIABLES.items() if numeric(default)} == {row[0] for row in MINIMUMS}

@@ -208,3 +208,21 @@ def test_a_model_raising_timeout_error_itself_is_no_timeout():
     with pytest.raises(TimeoutError, match="the model's own"):
         guard.run("m", predict, on_timeout=lambda: pytest.fail("struck"))
     assert guard.stuck == 0
+
+
+def test_output_of_exactly_the_limit_is_logged_whole_and_one_character_more_is_cut(caplog):
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=10, recycle_after_s=60)
+    with caplog.at_level(logging.INFO, logger="server.guard"):
+        guard.run("exact-model", lambda: sys.stdout.write("b" * 10))
+        guard.run("over-model", lambda: sys.stdout.write("c" * 11))
+    assert [r.getMessage() for r in caplog.records] == [
+        "model exact-model wrote during predict: 'bbbbbbbbbb'",
+        "model over-model wrote during predict: 'cccccccccc' (1 more characters dropped)",
+    ]
+
+
+def test_a_model_that_prints_nothing_logs_nothing(caplog):
+    guard = PredictGuard(timeout_s=5, threads=2, output_bytes=10, recycle_after_s=60)
+    with caplog.at_level(logging.INFO, logger="server.guard"):
+        assert guard.run("quiet-model", lambda: 3) == 3
+    assert caplog.records == []

@@ -15,7 +15,7 @@ from server.backends.oci_catalog import promote
 from server.config import Config, ConfigError
 
 from ..processes import wait_until
-from .oci_emulator import COMPARTMENT, REGION, new_key, write_oci_config
+from .oci_emulator import COMPARTMENT, REGION, Delivery, new_key, write_oci_config
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -95,6 +95,57 @@ def test_5xx_and_429_are_retried_with_backoff_then_answered_503_with_retry_after
     assert oci_emulator.requests("GET", r"/20190101/models\?") == 6
 
 
+LISTING = r"/20190101/models\?"  # the list_models calls (not a model's details)
+
+
+def test_a_call_slower_than_mis_oci_timeout_s_is_a_failed_attempt_and_one_within_it_is_not(
+        make_client, oci_env, oci_emulator, catalog_models):
+    client = make_client(**catalog_only(oci_env))  # MIS_OCI_TIMEOUT_S=1, 3 attempts
+    oci_emulator.fail("GET", LISTING, None, count=1, delay_s=0.6)  # within the timeout: that answer is taken
+    assert client.simulate_get("/api/v1/listmodels").json["count"] == 3
+    assert oci_emulator.requests("GET", LISTING) == 1
+    oci_emulator.fail("GET", LISTING, None, count=1, delay_s=1.5)  # past it: given up on, and tried again
+    started = time.monotonic()
+    answer = client.simulate_get("/api/v1/listmodels")
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200 and answer.json["count"] == 3, answer.json
+    assert elapsed >= 1.0, f"answered in {elapsed:.2f} s: the first attempt did not wait its 1 s read timeout"
+    # The late answer is logged when the emulator writes it (to a client that hung up): then there are 3.
+    wait_until(lambda: oci_emulator.requests("GET", LISTING) == 3, timeout=5)
+
+
+def test_mis_oci_attempts_1_makes_one_attempt_and_waits_no_backoff_after_it(make_client, oci_env, oci_emulator,
+                                                                              catalog_models):
+    client = make_client(**catalog_only(oci_env, MIS_OCI_ATTEMPTS="1"))
+    oci_emulator.fail("GET", LISTING, 503, count=1, headers={"retry-after": "3"})
+    started = time.monotonic()
+    answer = client.simulate_get("/api/v1/listmodels")
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 503 and answer.json["service"] == "OCI Data Science", answer.json
+    assert "(1 attempts)" in answer.json["error"] and oci_emulator.requests("GET", LISTING) == 1
+    assert elapsed < 2, f"{elapsed:.2f} s: the service's 3 s Retry-After was waited with no attempt left"
+    assert client.simulate_get("/api/v1/listmodels").status_code == 200  # the fault was that one answer
+
+
+def test_retries_wait_a_doubling_backoff_or_the_services_retry_after(make_client, oci_env, oci_emulator,
+                                                                     catalog_models):
+    client = make_client(**catalog_only(oci_env, MIS_OCI_ATTEMPTS="4"))
+    assert client.simulate_get("/api/v1/listmodels").status_code == 200  # details now known: only listing is timed
+
+    def listing_after(**fault) -> float:
+        oci_emulator.fail("GET", LISTING, 503, **fault)
+        started = time.monotonic()
+        answer = client.simulate_get("/api/v1/listmodels")
+        assert answer.status_code == 200, answer.json
+        return time.monotonic() - started
+
+    waited = listing_after(count=3)  # 0.25, 0.5 and 1 s, each +-20 %
+    assert waited >= 0.8 * (0.25 + 0.5 + 1.0), f"three retries waited {waited:.2f} s in all: no doubling backoff"
+    waited = listing_after(count=1, headers={"retry-after": "2"})
+    assert waited >= 0.8 * 2, f"the retry came {waited:.2f} s after a 503 with Retry-After: 2"
+    assert oci_emulator.requests("GET", LISTING) == 1 + 4 + 2
+
+
 def test_a_slow_service_is_given_up_on_within_the_request_deadline(make_client, oci_env, oci_emulator, catalog_models):
     client = make_client(**catalog_only(oci_env, MIS_OCI_ATTEMPTS="10", MIS_TIMEOUT_S="4"))
     iris = catalog_models["demo-sklearn-iris"]
@@ -123,11 +174,70 @@ def test_an_outage_keeps_loaded_models_scoring_and_the_server_ready(make_client,
     assert client.simulate_post(f"/api/v1/loadmodel/{wine}").status_code == 200
 
 
-def test_an_oversized_artifact_is_refused(make_client, oci_env, catalog_models, data_dir):
+def test_an_oversized_artifact_is_refused(make_client, oci_env, oci_emulator, catalog_models, data_dir):
     client = make_client(**catalog_only(oci_env, MIS_MAX_ARTIFACT_BYTES="10000"))
     answer = client.simulate_post(f"/api/v1/loadmodel/{catalog_models['demo-xgboost-breast-cancer']}")
     assert answer.status_code == 413 and answer.json["code"] == "payload_too_large"
     assert not list((data_dir / "cache").rglob("*.zip"))
+    assert oci_emulator.requests("GET", "/artifact/content") == 0, "the HEAD's size alone should have refused it"
+
+
+def cache_files(data_dir) -> list:
+    return [path for path in (data_dir / "cache").rglob("*") if path.is_file()]
+
+
+@pytest.mark.parametrize("delivery", [
+    Delivery(size=256 << 20, head_size=4096),  # HEAD lies: a small Content-Length, GET sends 256 MiB
+    Delivery(size=256 << 20, chunked=True),  # no Content-Length at all: chunked, 256 MiB if read to the end
+], ids=["lying-head", "chunked"])
+def test_an_artifact_body_over_the_limit_is_cut_off_while_streaming_whatever_its_head_said(
+        make_client, oci_env, oci_emulator, catalog_models, data_dir, delivery):
+    limit = 1 << 20
+    client = make_client(**catalog_only(oci_env, MIS_MAX_ARTIFACT_BYTES=str(limit)))
+    iris = catalog_models["demo-sklearn-iris"]
+    oci_emulator.models[iris].delivery = delivery
+    answer = client.simulate_post(f"/api/v1/loadmodel/{iris}")
+    assert answer.status_code == 413 and answer.json["code"] == "payload_too_large", answer.json
+    assert f"limit of {limit} bytes" in answer.json["error"]
+    assert not cache_files(data_dir), "a partial download (or the artifact) was left in the cache"
+    # The server hung up soon after the limit: what the socket took beyond it is the kernel's buffers.
+    sent = oci_emulator.models[iris].sent
+    print(f"{delivery}: the server stopped after {sent} bytes had been sent")
+    assert sent < 64 << 20, f"the server read {sent} bytes of a {delivery.size}-byte body with a {limit}-byte limit"
+    assert oci_emulator.requests("GET", "/artifact/content") == 1
+    oci_emulator.models[iris].delivery = Delivery()  # answered truthfully again: it loads
+    assert client.simulate_post(f"/api/v1/loadmodel/{iris}").status_code == 200
+
+
+def test_an_artifact_sent_slower_than_the_call_budget_is_given_up_and_leaves_nothing(
+        make_client, oci_env, oci_emulator, catalog_models, data_dir):
+    # MIS_TIMEOUT_S=2: one OCI call (the download included) has 1 s. Each pause stays under the 1 s read
+    # timeout (MIS_OCI_TIMEOUT_S), so only the download's own deadline can end it.
+    client = make_client(**catalog_only(oci_env, MIS_TIMEOUT_S="2"))
+    iris = catalog_models["demo-sklearn-iris"]
+    artifact = oci_emulator.models[iris].artifact
+    oci_emulator.models[iris].delivery = Delivery(piece=len(artifact) // 8 + 1, pause_s=0.3)  # ~2.1 s in all
+    answer = client.simulate_post(f"/api/v1/loadmodel/{iris}")
+    assert answer.status_code == 503 and answer.json["code"] == "service_unavailable", answer.json
+    assert "sent the artifact too slowly" in answer.json["error"] and answer.json["service"] == "OCI Data Science"
+    assert int(answer.headers["retry-after"]) >= 1
+    assert not cache_files(data_dir), "a partial download (or the artifact) was left in the cache"
+    oci_emulator.models[iris].delivery = Delivery()  # sent at once again: it loads
+    assert client.simulate_post(f"/api/v1/loadmodel/{iris}").status_code == 200
+
+
+def test_an_artifact_download_that_breaks_off_is_a_503_and_leaves_nothing(make_client, oci_env, oci_emulator,
+                                                                          catalog_models, data_dir):
+    client = make_client(**catalog_only(oci_env))
+    iris = catalog_models["demo-sklearn-iris"]
+    artifact = oci_emulator.models[iris].artifact
+    oci_emulator.models[iris].delivery = Delivery(cut_after=len(artifact) // 2)  # Content-Length says all of it
+    answer = client.simulate_post(f"/api/v1/loadmodel/{iris}")
+    assert answer.status_code == 503 and answer.json["code"] == "service_unavailable", answer.json
+    assert "broke off the artifact download" in answer.json["error"] and answer.json["service"] == "OCI Data Science"
+    assert not cache_files(data_dir), "a partial download (or the artifact) was left in the cache"
+    oci_emulator.models[iris].delivery = Delivery()
+    assert client.simulate_post(f"/api/v1/loadmodel/{iris}").status_code == 200
 
 
 def test_an_artifact_that_does_not_match_its_md5_is_not_kept(make_client, oci_env, oci_emulator, catalog_models,

@@ -113,6 +113,22 @@ def test_every_replica_sees_a_state_change_within_the_state_ttl_without_asking_t
     print(f"state.signature(): {1e6 * elapsed / 20_000:.2f} us per call")
 
 
+def test_a_change_is_seen_within_a_2_s_state_ttl_by_at_most_a_round_trip(make_config, oci_env, tmp_path):
+    """The test above allows 0.3 s over a 0.5 s TTL, room for a round trip; over 2 s that slack
+    is small, so a poller that waits longer than MIS_STATE_TTL_S between rounds shows."""
+    ttl = 2.0
+    a, b = (build_backends(make_config(**{**oci_env, "MIS_STATE_TTL_S": str(ttl)}, MIS_DATA_DIR=str(tmp_path / n)))[1].state
+            for n in "ab")
+    before = b.signature()  # starts b's poller: the change below comes just after its first wait began
+    a.mark_loaded("model-1")
+    changed = time.monotonic()
+    wait_until(lambda: b.signature() != before, timeout=3 * ttl, interval=0.01)
+    took = time.monotonic() - changed
+    print(f"a load on one replica reached the other's state after {took:.2f} s (MIS_STATE_TTL_S={ttl})")
+    assert took <= ttl + 0.3, f"seen after {took:.2f} s with MIS_STATE_TTL_S={ttl}"
+    assert b.loaded_ids() == {"model-1"}
+
+
 def test_an_outage_of_the_bucket_keeps_loaded_models_scoring(replicas, oci_emulator, catalog_models, artifact):
     a, _ = replicas()
     iris = catalog_models["demo-sklearn-iris"]

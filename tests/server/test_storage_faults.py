@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import time
 import types
@@ -22,7 +24,9 @@ import requests
 
 from server.app import build_registry
 from server.backends import local_store as store_module
-from server.backends.store_dir import storage_fault
+from server.backends.local_store import local_storage
+from server.backends.store_dir import StoreDir, storage_fault, sweep_staging
+from server.catalog import ModelInfo
 from server.errors import InsufficientStorage, StoreUnavailable
 from server.warmup import retry_delays
 
@@ -110,6 +114,40 @@ def test_simulated_full_disk_at_each_upload_step_answers_507_and_saves_nothing(
     assert client.simulate_get("/api/v1/listmodels/").json == listed
     other_worker = build_registry(make_config())
     assert other_worker.loaded_ids() == {IRIS}
+
+
+# -- a worker killed while it saves an upload ---------------------------------------------------
+# The faults above raise, and whatever saves an upload cleans up after an exception, so they cannot
+# tell an upload staged in tmp/ and renamed into place from one written at uploads/<id> directly.
+# A process killed midway runs no cleanup: only staging keeps its half out of uploads/.
+
+def save_and_get_killed_midway(root: str, staged: str) -> None:
+    """A worker (in its own process) killed by SIGKILL (the OOM killer, a kubelet) after moving
+    the upload's artifact in and before its metadata is written."""
+    def killed(directory, info):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store_module.write_entry = killed
+    local_storage(Path(root), max_artifact_bytes=KiB * KiB).uploads.save(
+        ModelInfo(id="upload-killed", name="killed", source="upload"), Path(staged))
+
+
+def test_a_worker_killed_while_saving_an_upload_leaves_nothing_under_uploads(tmp_path):
+    directory = StoreDir(tmp_path / "store")
+    store = local_storage(directory.root, max_artifact_bytes=KiB * KiB)
+    staged = store.workspace.receive(helper_artifact(tmp_path / "a.zip", 1).open("rb"), limit=KiB * KiB)
+    worker = multiprocessing.get_context("spawn").Process(target=save_and_get_killed_midway,
+                                                          args=(str(directory.root), str(staged)))
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
+    assert worker.exitcode == -signal.SIGKILL, "the worker was to die while saving"
+    assert list(directory.uploads.iterdir()) == [], "a half-saved upload is left in uploads/, where no sweep goes"
+    assert store.uploads.list() == [] and store.uploads.get("upload-killed") is None
+    sweep_staging(directory.root, older_than_s=0)  # what gunicorn's master does at the next start
+    assert [p for p in directory.root.rglob("*") if p.is_file() and p.name != "state.lock"] == []
 
 
 # -- real faults: gunicorn with the store on a small tmpfs --------------------------------------

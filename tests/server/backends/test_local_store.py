@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from server.backends import local_store as store_module
 from server.backends.local_store import LocalQuarantine, LocalState, local_storage
 from server.backends.store_dir import StoreDir, sweep_staging
+from server.catalog import ModelInfo
 from server.errors import InvalidArtifact, InvalidModelId, PayloadTooLarge
 
-from ..zips import bomb_artifact, helper_artifact, hostile_zips
+from ..zips import bomb_artifact, helper_artifact, hostile_zips, write_zip
 
 MiB = 1024 * 1024
 
@@ -229,3 +231,112 @@ def test_a_model_is_quarantined_once_however_many_strikes_arrive_after(quarantin
     assert quarantine.quarantined()["m"] == reason
     # released, it counts anew
     assert quarantine.release("m") and quarantine.record_strike("m", "timed out", limit=2, window_s=60) is None
+
+
+
+class Clock:
+    """Stands in for a server module's `time`: time() and monotonic() stand still until the test
+    advances them; everything else is the real module's."""
+
+    def __init__(self):
+        self.wall, self.mono = time.time(), time.monotonic()
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The store's clock, in the test's hand."""
+    clock = Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+    return clock
+
+
+def test_strikes_older_than_the_window_do_not_count(quarantine, clock):
+    assert quarantine.record_strike("m", "timed out", limit=2, window_s=10) is None
+    clock.advance(10.1)  # the first strike is just out of the window: one strike, not two
+    assert quarantine.record_strike("m", "timed out", limit=2, window_s=10) is None
+    assert quarantine.quarantined() == {}
+    clock.advance(9.9)  # the second is still in it
+    assert quarantine.record_strike("m", "timed out", limit=2, window_s=10) == "timed out (2 times in 10 s)"
+    assert quarantine.quarantined() == {"m": "timed out (2 times in 10 s)"}
+
+
+def test_receive_refuses_one_byte_over_the_limit_and_keeps_nothing(store, directory):
+    with pytest.raises(PayloadTooLarge, match="larger than the limit of 1024 bytes"):
+        store.workspace.receive(io.BytesIO(b"x" * 1025), limit=1024)
+    assert leftovers(directory) == []
+
+
+def artifact_of_size(path: Path, total: int) -> Path:
+    """An artifact whose members (score.py, runtime.yaml, two data files, each well under `total`)
+    add up to exactly `total` bytes once extracted; zeros, so the zip itself is a few KiB."""
+    members = {"score.py": "def load_model():\n    return 1\n", "runtime.yaml": "MODEL_ARTIFACT_VERSION: '3.0'\n"}
+    rest = total - sum(len(text) for text in members.values())
+    return write_zip(path, {**members, "a.bin": bytes(rest // 2), "b.bin": bytes(rest - rest // 2)})
+
+
+def test_an_artifact_of_exactly_the_limit_unpacks_and_one_byte_more_is_refused(store, directory, tmp_path):
+    """MIS_MAX_ARTIFACT_BYTES bounds the total of every member once extracted, not each member or the zip."""
+    exact = artifact_of_size(tmp_path / "exact.zip", MiB)
+    assert exact.stat().st_size < MiB // 10
+    target = store.workspace.unpack("model-1", exact)
+    assert sum(p.stat().st_size for p in target.iterdir()) == MiB
+    store.workspace.discard_unpacked("model-1")
+    with pytest.raises(PayloadTooLarge, match="expands past the limit of 1048576 bytes"):
+        store.workspace.unpack("model-2", artifact_of_size(tmp_path / "over.zip", MiB + 1))
+    assert leftovers(directory) == []
+
+
+def test_the_extraction_budget_is_one_for_all_members(store, directory, tmp_path, monkeypatch):
+    """Two members of 600 KiB whose zip directory claims 1 KiB each (limit: 1 MiB): each alone fits,
+    together they do not. With a reader that trusts the compressed data (as in the test above),
+    only the byte budget counted across members stops them."""
+    archive = write_zip(tmp_path / "two.zip", {"score.py": "x = 1\n", "runtime.yaml": "a: 1\n",
+                                                "a.bin": bytes(600 * 1024), "b.bin": bytes(600 * 1024)})
+    for member in ("a.bin", "b.bin"):
+        lie_about_size(archive, member, 1024)
+    trusting_init = zipfile.ZipExtFile.__init__
+
+    def read_to_the_end_of_the_data(self, *args, **kwargs):
+        trusting_init(self, *args, **kwargs)
+        self._left = sys.maxsize
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "__init__", read_to_the_end_of_the_data)
+    with pytest.raises(PayloadTooLarge, match="expands past the limit of 1048576 bytes"):
+        store.workspace.unpack("model-1", archive)
+    assert leftovers(directory) == []
+
+
+def test_another_worker_never_sees_half_an_upload(store, directory, tmp_path, monkeypatch):
+    """An upload is staged in tmp/ and renamed into uploads/ whole. While it is being saved (its
+    artifact in, its metadata being written), another worker's store and a look at uploads/ see
+    no trace of it; afterwards, all of it."""
+    other = local_storage(directory.root, max_artifact_bytes=MiB).uploads
+    info = ModelInfo(id="upload-1", name="one", version="1", source="upload")
+    seen_midway = []
+    real_write_entry = store_module.write_entry
+
+    def look_then_write(entry_dir, entry):
+        seen_midway.append((sorted(p.name for p in directory.uploads.iterdir()), other.list(),
+                            other.get(info.id), other.artifact(info.id).exists()))
+        real_write_entry(entry_dir, entry)
+
+    monkeypatch.setattr(store_module, "write_entry", look_then_write)
+    staged = store.workspace.receive(helper_artifact(tmp_path / "a.zip", 1).open("rb"), limit=MiB)
+    store.uploads.save(info, staged)
+    assert seen_midway == [([], [], None, False)], "uploads/ held a half-saved entry"
+    assert [m.id for m in other.list()] == [info.id] and other.get(info.id).name == "one"
+    assert zipfile.ZipFile(other.artifact(info.id)).read("features.py") == b"VALUE = 1\n"
+    assert list(directory.tmp.iterdir()) == []

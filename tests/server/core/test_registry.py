@@ -5,7 +5,9 @@ import json
 import pytest
 
 from server.app import build_registry
+from server.backends import local_store as store_module
 from server.backends.store_dir import StoreDir
+from server.core import registry as registry_module
 from server.errors import (
     EnvMismatch,
     InvalidArtifact,
@@ -14,8 +16,10 @@ from server.errors import (
     ModelNotFound,
     ModelNotLoaded,
     ModelPredictFailed,
+    ModelQuarantined,
 )
 
+from ..backends.test_local_store import Clock
 from ..zips import SCORE_LOAD_FAILS, SCORE_PREDICT_FAILS, helper_artifact, score_artifact
 
 IRIS = "demo-sklearn-iris"
@@ -174,3 +178,61 @@ def test_a_worker_keeps_at_most_its_budget_in_memory_and_reloads_on_demand(make_
     assert registry.score(IRIS, [SETOSA]).load_ms == 0  # never unloaded
     registry.remove(wine)
     assert registry.memory_stats()["unloaded_here"] == [] and wine not in registry.loaded_ids()
+
+
+def test_strikes_quarantine_at_the_configured_count_within_the_configured_window(make_config, monkeypatch):
+    registry = build_registry(make_config(MIS_QUARANTINE_STRIKES="4", MIS_QUARANTINE_WINDOW_S="60"))
+    registry.load(IRIS)
+    clock = Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+    registry.strike(IRIS, "predict took too long")
+    clock.advance(30)
+    registry.strike(IRIS, "predict took too long")
+    clock.advance(31)  # the first strike is 61 s old: out of the window
+    for _ in range(2):
+        registry.strike(IRIS, "predict took too long")
+    assert registry.quarantine_reason(IRIS) is None, "three strikes in the window, one below MIS_QUARANTINE_STRIKES"
+    assert registry.score(IRIS, [SETOSA]).prediction == [0]
+    registry.strike(IRIS, "predict took too long")
+    assert registry.quarantine_reason(IRIS) == "predict took too long (4 times in 60 s)"
+    with pytest.raises(ModelQuarantined):
+        registry.score(IRIS, [SETOSA])
+
+
+def test_the_model_unloaded_for_the_budget_is_the_least_recently_used_not_the_first_loaded(make_config, tmp_path):
+    registry = build_registry(make_config(MIS_MAX_LOADED_MODELS="2"))
+    first, second = (registry.upload(registry.receive(helper_artifact(tmp_path / f"{i}.zip", i).open("rb")),
+                                     f"m{i}", "1", None).id for i in (1, 2))
+    assert registry.score(first, [[0]]).prediction == [1]  # first is now the most recently used
+    third = registry.upload(registry.receive(helper_artifact(tmp_path / "3.zip", 3).open("rb")), "m3", "1", None).id
+    assert registry.memory_stats()["unloaded_here"] == [second]
+    assert registry.score(first, [[0]]).load_ms == 0 and registry.score(third, [[0]]).load_ms == 0
+
+
+def promote_in_catalog(data_dir, model_id: str, env: str) -> None:
+    """What `mis promote --catalog` does: the catalog entry's env metadata changes, no server told."""
+    metadata_file = data_dir / "catalog" / model_id / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["custom_metadata"] = [m if m["key"] != "env" else {**m, "value": env} for m in metadata["custom_metadata"]]
+    metadata_file.write_text(json.dumps(metadata))
+
+
+def test_an_env_change_is_seen_once_the_metadata_ttl_has_passed_and_not_before(make_config, data_dir, monkeypatch):
+    registry = build_registry(make_config(MIS_ENV="prod", MIS_METADATA_TTL_S="30"))
+    registry.load(IRIS)
+    clock = Clock()
+    monkeypatch.setattr(registry_module, "time", clock)
+    with pytest.raises(EnvMismatch):
+        registry.score(IRIS, [SETOSA])
+    promote_in_catalog(data_dir, IRIS, "prod")
+    clock.advance(24)
+    with pytest.raises(EnvMismatch):  # what it knew is trusted for 30 s
+        registry.score(IRIS, [SETOSA])
+    clock.advance(7)
+    assert registry.score(IRIS, [SETOSA]).prediction == [0]
+    promote_in_catalog(data_dir, IRIS, "dev")  # and back: trusted again for 30 s from the re-read
+    clock.advance(24)
+    assert registry.score(IRIS, [SETOSA]).prediction == [0]
+    clock.advance(7)
+    with pytest.raises(EnvMismatch):
+        registry.score(IRIS, [SETOSA])

@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 from falcon import testing
 
+from server.backends import local_store as store_module
 from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
 
+from ...processes import wait_until
+from ..backends.test_local_store import Clock
 from ..test_runtimes import DATAFRAME, NDARRAY, SERIES, npy
 from ..zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
 
@@ -491,3 +494,74 @@ def test_a_model_loaded_again_for_a_request_says_so_in_its_timing(make_client):
     assert first["timing"]["load_ms"] > 0 and "load_ms" not in second["timing"]
     memory = client.simulate_get("/api/v1/serverinfo/").json["memory"]
     assert memory == {"max_models": 1, "in_memory": 1, "unloaded_here": ["demo-lightgbm-wine"], "evictions": 2}
+
+
+def test_an_upload_of_exactly_the_limit_is_taken_and_one_byte_more_is_413_and_stores_nothing(make_client, make_config,
+                                                                                            tmp_path):
+    archive = helper_artifact(tmp_path / "a.zip", 7)
+    exact, content_type = multipart({"model_name": "sized"}, archive)
+    over, _ = multipart({"model_name": "sized+"}, archive)
+    assert len(over) == len(exact) + 1
+    client = make_client(MIS_MAX_UPLOAD_BYTES=str(len(exact)))
+    store = make_config().store_dir
+    before = store_listing(store)
+    error = assert_error(client.simulate_post("/api/v1/uploadmodel/", body=over, headers={"Content-Type": content_type}),
+                         413, "payload_too_large")
+    assert error["limit"] == len(exact)
+    assert store_listing(store) == before
+    taken = client.simulate_post("/api/v1/uploadmodel/", body=exact, headers={"Content-Type": content_type})
+    assert taken.status_code == 201, taken.text
+    assert client.simulate_post("/api/v1/score/", params={"model_id": taken.json["model_id"]},
+                                json=[[0]]).json["prediction"] == [7]
+
+
+def test_a_score_body_of_exactly_the_limit_is_taken_and_one_byte_more_is_413(make_client):
+    body = json.dumps([SETOSA]).encode()
+    client = make_client(MIS_MAX_BODY_BYTES=str(len(body) + 20))
+    client.simulate_post(f"/api/v1/loadmodel/{IRIS}")
+    exact = body + b" " * 20  # trailing whitespace: still the same JSON
+    taken = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, body=exact,
+                                 headers={"Content-Type": "application/json"})
+    assert taken.status_code == 200 and taken.json["prediction"] == [0], taken.text
+    refused = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, body=exact + b" ",
+                                   headers={"Content-Type": "application/json"})
+    assert assert_error(refused, 413, "payload_too_large")["limit"] == len(exact)
+
+
+SCORE_SLOW = """
+import time
+
+def load_model():
+    return None
+
+def predict(data, model=None):
+    time.sleep(3)
+    return {"prediction": [0 for _ in data]}
+"""
+
+
+def test_predict_timeouts_quarantine_only_when_enough_fall_within_the_window(make_config, monkeypatch, tmp_path):
+    """MIS_QUARANTINE_STRIKES=2 in MIS_QUARANTINE_WINDOW_S=60: two timeouts 61 s apart are one
+    strike each, in separate windows; two within 60 s quarantine the model (503)."""
+    from server.app import build_registry, create_app
+    from server.warmup import Warmup
+
+    config = make_config(MIS_PREDICT_TIMEOUT_S="0.5", MIS_QUARANTINE_STRIKES="2", MIS_QUARANTINE_WINDOW_S="60")
+    registry = build_registry(config)
+    client = testing.TestClient(create_app(config, registry, Warmup(registry, config.preload)))
+    model_id = upload(client, score_artifact(tmp_path / "slow.zip", SCORE_SLOW)).json["model_id"]
+    clock = Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+
+    def times_out_and_strikes():
+        before = registry.storage.quarantine.signature()
+        result = client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=[[1.0]])
+        assert assert_error(result, 504, "predict_timeout")["model_id"] == model_id
+        wait_until(lambda: registry.storage.quarantine.signature() != before, timeout=30)  # the strike is written off the request's thread
+
+    times_out_and_strikes()
+    clock.advance(61)
+    times_out_and_strikes()  # the first strike has aged out: one in the window
+    times_out_and_strikes()  # the second within the window
+    result = client.simulate_post("/api/v1/score/", params={"model_id": model_id}, json=[[1.0]])
+    assert "(2 times in 60 s)" in assert_error(result, 503, "model_quarantined")["reason"]
