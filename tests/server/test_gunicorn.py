@@ -6,12 +6,15 @@ accept; polling until every worker pid has answered proves a state change reache
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -379,6 +382,66 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(gunicorn):
             conn.close()
     shares = sorted(owners.count(pid) for pid in set(owners))
     assert len(shares) == WORKERS and shares[-1] <= 4 * WORKERS, shares
+
+
+def listening_sockets(pid: int, port: int) -> set[int]:
+    """The TCP sockets (inodes) listening on `port` that process `pid` holds."""
+    listening = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in (table.read_text().splitlines()[1:] if table.exists() else []):
+            fields = line.split()  # sl, local address:port, remote, state (0A: LISTEN), ..., inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                listening.add(int(fields[9]))
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(int(target.removeprefix("socket:[").removesuffix("]")))
+    return listening & held
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(gunicorn):
+    """What spreads a burst over the workers: each worker holds a listening socket on the server's
+    port that no other process holds, in the kernel's SO_REUSEPORT group with the others (binding
+    the port beside them needs it). gunicorn 23 gives the workers only the master's shared socket,
+    and server/worker.py (_own_listeners) adds one; gunicorn 24 and later open one per worker."""
+    server = gunicorn(MIS_PRELOAD="")
+    server.every_worker(lambda info: True)  # every worker is up and listening
+    port = int(server.url.rsplit(":", 1)[1])
+    master = listening_sockets(server.process.pid, port)
+    workers = {pid: listening_sockets(pid, port) for pid in worker_pids(server.process.pid)}
+    assert len(workers) == WORKERS, workers
+    holders = collections.Counter(inode for held in [master, *workers.values()] for inode in held)
+    for pid, held in workers.items():
+        assert any(holders[inode] == 1 for inode in held), \
+            f"worker {pid} listens on {held}, each held by other processes too (the master: {master})"
+
+
+def test_a_frozen_worker_is_killed_after_mis_timeout_s_and_replaced(gunicorn):
+    """MIS_TIMEOUT_S is also gunicorn's heartbeat limit (gunicorn.conf.py): a worker whose event loop
+    froze (stopped here, as a model holding the GIL in C code would leave it) is killed after it and
+    replaced, while the live workers, whose loops beat every second, are left alone."""
+    server = gunicorn(MIS_PRELOAD="", MIS_TIMEOUT_S="6")  # gunicorn's own default is 30 s
+    answered: set[int] = set()
+
+    def every_worker_answered() -> bool:
+        answer = server.get("/api/v1/serverinfo/")
+        if answer.status_code == 200:  # a worker's first serverinfo can take seconds: a 504 asks again
+            answered.add(answer.json()["worker_pid"])
+        return len(answered) == WORKERS
+
+    wait_until(every_worker_answered, timeout=60, interval=0)  # every worker is up and beating
+    frozen, *live = worker_pids(server.process.pid)
+    os.kill(frozen, signal.SIGSTOP)
+    stopped = time.monotonic()
+    wait_until(lambda: frozen not in worker_pids(server.process.pid), timeout=20)
+    killed_after = time.monotonic() - stopped
+    wait_until(lambda: len(worker_pids(server.process.pid)) == WORKERS, timeout=60)
+    assert set(live) < set(worker_pids(server.process.pid)), "a live worker was killed too"
+    assert 4 < killed_after < 14, f"the frozen worker was killed {killed_after:.1f} s on; MIS_TIMEOUT_S is 6"
+    assert f"WORKER TIMEOUT (pid:{frozen})" in server.log_path.read_text()
+    assert server.get("/api/v1/healthcheck/").status_code == 200
 
 
 def test_a_stock_v2_client_round_trips_every_framework_and_an_alias_reaches_every_worker(gunicorn):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import select
 import shutil
 import socket
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from server.worker import DRAIN_BYTES, DRAIN_IDLE_S, DRAIN_SECONDS
 
 from ..processes import GunicornProcess, wait_until
 from .zips import score_artifact
@@ -322,6 +325,8 @@ def test_expect_100_continue(server):
     (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n", 431),
     (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431),
+    # each header under its limit, and fewer than 100 of them, but over four times its limit in all
+    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(50)) + b"\r\n", 431),
     (b"this is not HTTP\r\n\r\n", 400),
     (b"POST /api/v1/score/ HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", 400),
     (b"POST /api/v1/score/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
@@ -354,6 +359,22 @@ def test_keep_alive_and_pipelining(server):
     assert raw.count(b"HTTP/1.1 200 OK") == 2 and b'"alive"' in raw
 
 
+def test_a_pipelined_request_whose_head_stalls_gets_408_once_its_turn_comes(server):
+    """The header timeout of a request pipelined behind another, its head incomplete, runs from the
+    moment the one before it is answered: 408, not a silent close at the keep-alive time."""
+    app = server(MIS_WORKERS="1", MIS_HEADER_TIMEOUT_S="2", MIS_KEEPALIVE_S="30")
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/health/live HTTP/1.1\r\nHost: x\r\n")
+        assert read_one_answer(sock)[0] == 200
+        answered = time.monotonic()
+        raw = read_until_closed(sock, timeout=10)
+        waited = time.monotonic() - answered
+    assert raw, "the stalled pipelined request got no answer"
+    status, body = status_and_json(raw)
+    assert (status, body["code"]) == (408, "request_timeout") and "headers did not arrive" in body["error"]
+    assert 1.5 < waited < 5, f"answered {waited:.2f} s after the request before it; MIS_HEADER_TIMEOUT_S is 2"
+
+
 def test_an_endless_header_is_cut_off_at_the_head_limit(server):
     app = server()
     host, port = app.url.removeprefix("http://").split(":")
@@ -381,3 +402,287 @@ def test_a_model_raising_keyboard_interrupt_is_only_its_own_failure(server, tmp_
                                  "def predict(data, model=None):\n    raise KeyboardInterrupt\n", "rude")
     assert_json_error(score(app, rude), 422, "model_predict_failed")
     assert score(app, IRIS).json()["prediction"] == [0]
+
+
+# -- every limit and deadline, crossed ---------------------------------------------------------------
+
+def address(server: GunicornProcess) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def chunked_head(path: str = f"/api/v1/score/?model_id={IRIS}") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+
+
+def read_one_answer(sock: socket.socket, timeout: float = 10) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one answer, read by its Content-Length: the connection stays open."""
+    raw, deadline = b"", time.monotonic() + timeout
+    while True:
+        head, found, body = raw.partition(b"\r\n\r\n")
+        if found:
+            lines = head.decode("latin-1").split("\r\n")
+            headers = dict(line.split(": ", 1) for line in lines[1:])
+            if len(body) >= int(headers["Content-Length"]):
+                return int(lines[0].split(" ", 2)[1]), headers, body
+        assert time.monotonic() < deadline, f"no whole answer within {timeout} s: {raw[:200]!r}"
+        received = sock.recv(65536)
+        assert received, f"the connection closed before a whole answer: {raw[:200]!r}"
+        raw += received
+
+
+def send_until_answered(sock: socket.socket, piece: bytes, max_bytes: int, max_s: float) -> int | None:
+    """Send `piece` again and again until the server has something to say: the bytes sent by then,
+    or None when `max_bytes` or `max_s` ran out first."""
+    sent, deadline = 0, time.monotonic() + max_s
+    while sent < max_bytes and time.monotonic() < deadline:
+        if select.select([sock], [], [], 0)[0]:
+            return sent
+        sock.sendall(piece)
+        sent += len(piece)
+    return None
+
+
+def held_by_the_server(port: int, client_port: int) -> bool:
+    """Whether the server still holds its end of the connection from `client_port` (an end it has
+    closed can linger in the kernel's table a while, but owned by no file: inode 0)."""
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in (table.read_text().splitlines()[1:] if table.exists() else []):
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                return inode != "0"
+    return False
+
+
+ENDLESS_CHUNK = chunk(b"1," * 8192)  # 16 KiB of a JSON array that never closes
+
+
+def test_an_endless_chunked_body_is_refused_while_it_streams(server):
+    """A chunked body has no length to refuse by: the worker counts it as it comes and answers 413
+    once it crosses MIS_MAX_BODY_BYTES, while the client is still sending (not at its end, which
+    may never come, and not after spooling all of it)."""
+    app = server(MIS_WORKERS="1", MIS_MAX_BODY_BYTES="65536")
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.sendall(chunked_head() + chunk(b"["))
+        sent = send_until_answered(sock, ENDLESS_CHUNK, max_bytes=64 * 1024 * 1024, max_s=10)
+        assert sent is not None, "no answer while 64 MiB of a chunked body streamed past a 64 KiB limit"
+        status, headers, body = read_one_answer(sock)
+    assert (status, json.loads(body)["code"], headers["Connection"]) == (413, "payload_too_large", "close")
+    assert "65536" in json.loads(body)["error"]
+    assert sent < 16 * 1024 * 1024, f"answered only after {sent} bytes"  # the limit, and what the buffers held
+
+
+def test_a_head_trickled_a_little_at_a_time_gets_408_at_the_header_timeout(server):
+    """Slowloris: every few bytes of head that arrive do not buy the client more time; the header
+    timeout runs from the connection's start."""
+    app = server(MIS_WORKERS="1", MIS_HEADER_TIMEOUT_S="2")
+    trickle = b"X: 1\r\n" * 100  # header lines that do end, 2 bytes every 0.25 s: one each 0.75 s
+    with socket.create_connection(address(app), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /api/v1/healthcheck/ HTTP/1.1\r\nHost: x\r\n")
+        answered_after = None
+        for start in range(0, 64, 2):  # 8 s of trickle, four header timeouts
+            if select.select([sock], [], [], 0.25)[0]:
+                answered_after = time.monotonic() - started
+                break
+            sock.sendall(trickle[start:start + 2])
+        assert answered_after is not None, "a head trickled for 8 s still kept its connection (2 s header timeout)"
+        status, body = status_and_json(read_until_closed(sock, timeout=10))
+    assert (status, body["code"]) == (408, "request_timeout") and "headers did not arrive" in body["error"]
+    assert 1.8 < answered_after < 4.5, answered_after
+
+
+def test_an_idle_keep_alive_connection_closes_after_the_keepalive_time_and_not_before(server):
+    app = server(MIS_WORKERS="1", MIS_KEEPALIVE_S="3")
+    health = b"GET /api/v1/healthcheck/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.sendall(health)
+        assert read_one_answer(sock)[0] == 200
+        sock.settimeout(1.5)
+        with pytest.raises(socket.timeout):  # idle for half the keep-alive time: still open...
+            sock.recv(1)
+        sock.sendall(health)  # ... and still serving; its idle time starts again from this answer
+        status, headers, _ = read_one_answer(sock)
+        answered = time.monotonic()
+        assert (status, headers["Connection"]) == (200, "keep-alive")
+        sock.settimeout(10)
+        assert sock.recv(1) == b"", "an idle keep-alive connection was sent something"
+        idle = time.monotonic() - answered
+    assert 2.7 < idle < 5, f"closed after {idle:.2f} s idle; MIS_KEEPALIVE_S is 3"
+
+
+def test_a_chunked_body_may_trickle_but_not_stall(server):
+    """MIS_BODY_TIMEOUT_S is for silence, not for size: chunks that keep coming, however slowly, are
+    read to the end; a chunked body that stops, or never starts, is answered 408 that long after the
+    last byte."""
+    app = server(MIS_WORKERS="1", MIS_BODY_TIMEOUT_S="1.5")
+    body = json.dumps(SETOSA).encode()
+    pieces = [chunk(body[start:start + 2]) for start in range(0, len(body), 2)]  # one each 0.3 s: 3.3 s
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.sendall(chunked_head())
+        for piece in pieces:
+            assert not select.select([sock], [], [], 0.3)[0], f"answered mid-body: {sock.recv(65536)[:300]!r}"
+            sock.sendall(piece)
+        sock.sendall(b"0\r\n\r\n")
+        status, _, answer = read_one_answer(sock)
+        assert (status, json.loads(answer)["prediction"]) == (200, [0]), answer
+
+        sock.sendall(chunked_head() + b"".join(pieces[:5]))  # the same again, stopping halfway
+        last_byte = time.monotonic()
+        status, answer = status_and_json(read_until_closed(sock, timeout=10))
+        stalled = time.monotonic() - last_byte
+    assert (status, answer["code"]) == (408, "request_timeout") and "body stalled" in answer["error"]
+    assert 1.3 < stalled < 4, f"answered {stalled:.2f} s after the last byte; MIS_BODY_TIMEOUT_S is 1.5"
+
+    with socket.create_connection(address(app), timeout=10) as sock:  # a head, and not one chunk
+        sock.sendall(chunked_head())
+        last_byte = time.monotonic()
+        status, answer = status_and_json(read_until_closed(sock, timeout=10))
+        stalled = time.monotonic() - last_byte
+    assert (status, answer["code"]) == (408, "request_timeout") and "body stalled" in answer["error"], answer
+    assert 1.3 < stalled < 4, f"answered {stalled:.2f} s after the head; MIS_BODY_TIMEOUT_S is 1.5"
+
+
+def test_an_endless_request_line_sent_a_little_at_a_time_is_cut_off_at_its_limit(server):
+    """The request line's limit (4094 bytes) counts what arrived so far, not only the last piece."""
+    app = server(MIS_WORKERS="1")
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each piece its own segment
+        sock.sendall(b"GET /")
+        sent, deadline = 0, time.monotonic() + 20
+        while sent < 64 * 1024 and time.monotonic() < deadline:  # 16 times the limit
+            if select.select([sock], [], [], 0.002)[0]:
+                break
+            sock.sendall(b"a" * 64)
+            sent += 64
+        else:
+            pytest.fail(f"no answer to a request line of {sent} bytes sent 64 at a time")
+        status, body = status_and_json(read_until_closed(sock, timeout=10))
+    assert status == 414 and "longer than 4094 bytes" in body["error"], body
+
+
+def test_connections_past_worker_connections_get_503_and_close(server):
+    """gunicorn's worker_connections is each worker's most open connections: one more is answered
+    503 and closed; once one closes, a new one is served again."""
+    app = server(MIS_WORKERS="1", MIS_KEEPALIVE_S="30", GUNICORN_CMD_ARGS="--worker-connections 3")
+    health = b"GET /api/v1/healthcheck/ HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def kept_alive() -> socket.socket | None:
+        """A connection served and kept open (None while the readiness probe's has not closed yet)."""
+        sock = socket.create_connection(address(app), timeout=10)
+        sock.sendall(health)
+        if read_one_answer(sock)[0] == 200:
+            return sock
+        sock.close()
+        return None
+
+    held = []
+    try:
+        for _ in range(3):
+            held.append(wait_until(kept_alive, timeout=10))
+        with socket.create_connection(address(app), timeout=10) as extra:
+            extra.sendall(health)
+            status, body = status_and_json(read_until_closed(extra, timeout=10))
+        assert (status, body.get("code")) == (503, "service_unavailable"), body
+        assert "too many open connections" in body["error"]
+        for sock in held:  # those already open are not disturbed
+            sock.sendall(health)
+            assert read_one_answer(sock)[0] == 200
+        held.pop().close()
+        held.append(wait_until(kept_alive, timeout=10))
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def refused_mid_stream(app: GunicornProcess) -> socket.socket:
+    """A connection whose endless chunked body has just been answered 413 (the answer read)."""
+    sock = socket.create_connection(address(app), timeout=10)
+    sock.sendall(chunked_head() + chunk(b"["))
+    assert send_until_answered(sock, ENDLESS_CHUNK, max_bytes=64 * 1024 * 1024, max_s=10) is not None
+    assert read_one_answer(sock)[0] == 413
+    return sock
+
+
+def test_a_client_that_keeps_sending_after_a_413_is_cut_off_after_the_drain_bytes(server):
+    """The worker reads (and drops) a refused body so the client can read its 413, but not without
+    end: after DRAIN_BYTES more the connection is closed (the client's next sends fail)."""
+    app = server(MIS_WORKERS="1", MIS_MAX_BODY_BYTES="65536")
+    with refused_mid_stream(app) as sock:
+        piece, sent, cut_off = ENDLESS_CHUNK * 64, 0, False  # 1 MiB
+        try:
+            while sent < DRAIN_BYTES + 64 * 1024 * 1024:
+                sock.sendall(piece)
+                sent += len(piece)
+        except OSError:  # reset, or a broken pipe
+            cut_off = True
+    # What the socket buffers on both sides held is sent before the client can see the close.
+    assert cut_off and sent < DRAIN_BYTES + 32 * 1024 * 1024, f"still draining after {sent} bytes past the 413"
+
+
+def test_a_client_that_goes_quiet_after_a_413_is_closed_after_the_drain_idle_time(server):
+    """Refused by its Content-Length, a client that sends nothing more (and does not close) is let
+    go after DRAIN_IDLE_S, well before the header timeout."""
+    app = server(MIS_WORKERS="1", MIS_MAX_BODY_BYTES="65536")
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.sendall(f"POST /api/v1/score/?model_id={IRIS} HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n".encode())
+        assert read_one_answer(sock)[0] == 413
+        answered = time.monotonic()
+        port, client_port = address(app)[1], sock.getsockname()[1]
+        assert held_by_the_server(port, client_port)  # draining: the client may still be sending
+        wait_until(lambda: not held_by_the_server(port, client_port), timeout=DRAIN_IDLE_S + 3, interval=0.05)
+        quiet = time.monotonic() - answered
+    assert quiet > DRAIN_IDLE_S - 0.5, f"closed {quiet:.2f} s after the 413; DRAIN_IDLE_S is {DRAIN_IDLE_S}"
+
+
+def test_a_client_that_trickles_after_a_413_is_cut_off_after_the_drain_seconds(server):
+    """Sending slowly enough never to be idle for DRAIN_IDLE_S, and never to reach DRAIN_BYTES, a
+    client is still cut off DRAIN_SECONDS after its 413."""
+    app = server(MIS_WORKERS="1", MIS_MAX_BODY_BYTES="65536")
+    with refused_mid_stream(app) as sock:
+        answered = time.monotonic()
+        port, client_port = address(app)[1], sock.getsockname()[1]
+        while held_by_the_server(port, client_port) and time.monotonic() - answered < DRAIN_SECONDS + 5:
+            with contextlib.suppress(OSError):  # the worker's close may reset the connection
+                sock.sendall(ENDLESS_CHUNK)  # under DRAIN_IDLE_S apart: never idle long enough to be closed
+            time.sleep(0.3)  # the client's pace, not a wait for the server
+        cut_after = time.monotonic() - answered
+    assert DRAIN_SECONDS - 1 < cut_after < DRAIN_SECONDS + 3, \
+        f"a client trickling after its 413 was cut off after {cut_after:.1f} s; DRAIN_SECONDS is {DRAIN_SECONDS}"
+
+
+def test_a_worker_holding_too_many_abandoned_requests_is_replaced(server, tmp_path, demo_catalog):
+    """A request past MIS_TIMEOUT_S leaves its thread behind; a worker with half its threads so
+    abandoned (here 1 of 2) stops, and gunicorn starts a fresh one that serves."""
+    catalog = tmp_path / "data" / "catalog"  # the hung model in the catalog: no upload to race the timeout
+    shutil.copytree(demo_catalog, catalog)
+    (catalog / "hangs").mkdir()
+    score_artifact(catalog / "hangs" / "artifact.zip", SCORE_HANGS)
+    (catalog / "hangs" / "metadata.json").write_text(json.dumps({"id": "hangs", "name": "hangs", "artifact": "artifact.zip"}))
+    # The predict deadline (and the guard's recycling after it) lies far past every wait here.
+    app = server(MIS_WORKERS="1", MIS_THREADS="2", MIS_TIMEOUT_S="4", MIS_PREDICT_TIMEOUT_S="300",
+                 MIS_PRELOAD=f"{IRIS},hangs")
+    master = app.process.pid
+
+    def workers() -> list[str]:
+        return Path(f"/proc/{master}/task/{master}/children").read_text().split()
+
+    (before,) = workers()
+    assert_json_error(score(app, "hangs"), 504, "gateway_timeout")
+    wait_until(lambda: before not in workers() and len(workers()) == 1, timeout=30)
+    assert f"worker {before} holds 1 abandoned requests: recycling" in app.log_path.read_text()
+
+    def iris_scores() -> bool:
+        try:
+            return score(app, IRIS, timeout=5).json().get("prediction") == [0]
+        except requests.RequestException:  # the fresh worker is not listening yet
+            return False
+
+    wait_until(iris_scores, timeout=30)
