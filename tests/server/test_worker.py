@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.worker import DRAIN_BYTES, DRAIN_IDLE_S, DRAIN_SECONDS
+from server.connection import DRAIN_BYTES, DRAIN_IDLE_S, DRAIN_SECONDS
 
 from ..processes import GunicornProcess, wait_until
 from .zips import score_artifact
