@@ -129,6 +129,25 @@ def test_a_change_is_seen_within_a_2_s_state_ttl_by_at_most_a_round_trip(make_co
     assert b.loaded_ids() == {"model-1"}
 
 
+def test_an_uploads_artifact_over_the_limit_in_the_bucket_is_refused_and_leaves_nothing(
+        make_config, oci_env, tmp_path, oci_emulator, artifact):
+    """What a replica fetches from the bucket is held to MIS_MAX_ARTIFACT_BYTES as the catalog's
+    downloads are: an object grown there (written by another tool, or a replica with a larger
+    limit) is refused while it streams, and no part of it is kept."""
+    limit = 1 << 20
+    a, b = (build_backends(make_config(**oci_env, MIS_DATA_DIR=str(tmp_path / n), MIS_MAX_ARTIFACT_BYTES=str(limit)))[1]
+            for n in "ab")
+    a.uploads.save(ModelInfo(id="upload-x", name="x", source="upload"), a.workspace.receive(io.BytesIO(artifact), limit))
+    stored = oci_emulator.bucket(BUCKET)["uploads/upload-x/artifact.zip"]
+    oci_emulator.bucket(BUCKET)["uploads/upload-x/artifact.zip"] = replace(stored, data=artifact + bytes(4 * limit))
+    with pytest.raises(PayloadTooLarge, match=f"larger than the limit of {limit} bytes"):
+        b.uploads.artifact("upload-x")
+    copies = tmp_path / "b" / "store" / "uploads"
+    assert [p for p in copies.rglob("*") if p.is_file()] == [], "a part of the oversized artifact was kept"
+    oci_emulator.bucket(BUCKET)["uploads/upload-x/artifact.zip"] = stored
+    assert b.uploads.artifact("upload-x").read_bytes() == artifact  # within the limit it is fetched as before
+
+
 def test_an_outage_of_the_bucket_keeps_loaded_models_scoring(replicas, oci_emulator, catalog_models, artifact):
     a, _ = replicas()
     iris = catalog_models["demo-sklearn-iris"]
