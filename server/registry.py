@@ -40,18 +40,15 @@ from .errors import (
     UploadEnvRefused,
 )
 from . import metrics
+from .artifact import read_schema
 from .environment import Needs, ServerEnvironment, check_environment, missing_library
+from .frameworks import Runtime, framework_of_artifact, open_runtime, preopen
 from .guard import PredictGuard, captured_output
 from .logs import audit_server_change, log_shadow
-from .runtimes import Runtime, open_runtime, preopen
 from .store import Store
 from .threads import DaemonPool
 
 log = logging.getLogger(__name__)
-
-# What an unpacked ADS artifact's model file says about its framework.
-_FRAMEWORK_FILES = {"model.joblib": "scikit-learn", "model.pkl": "scikit-learn", "model.json": "xgboost",
-                    "model.ubj": "xgboost", "model.txt": "lightgbm"}
 
 
 @dataclass
@@ -368,11 +365,11 @@ class Registry:
                 id=model_id,
                 name=name,
                 version=version,
-                framework=_framework_of(unpacked),
+                framework=framework_of_artifact(unpacked),
                 time_created=_utc(time.time()),
                 custom_metadata=[{"key": "env", "value": env, "category": "Other"}] if env else [],
-                input_schema=_read_json(unpacked / "input_schema.json"),
-                output_schema=_read_json(unpacked / "output_schema.json"),
+                input_schema=read_schema(unpacked, "input"),
+                output_schema=read_schema(unpacked, "output"),
                 source="upload",
             )
             loaded = self._open(info)
@@ -692,17 +689,6 @@ def _checked_alias(spec: Any) -> dict:
 
 def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _framework_of(unpacked: Path) -> str:
-    return next((fw for name, fw in _FRAMEWORK_FILES.items() if (unpacked / name).is_file()), "other")
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from falcon import testing
 
 from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
 
-from .test_runtimes import DATAFRAME, NDARRAY, SERIES, npy
+from .frameworks.bodies import DATAFRAME, NDARRAY, SERIES, npy
 from .zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
 
 IRIS = "demo-sklearn-iris"
