@@ -1,10 +1,10 @@
 """A trained model file as an OCI Data Science (ADS) model artifact zip, offline (`mis package`).
 
-The model file is one a framework reads (server/frameworks/: a scikit-learn, XGBoost or LightGBM
-model saved with joblib, an XGBoost Booster saved as JSON or UBJSON, a LightGBM Booster saved as
-text). With oracle-ads installed the artifact is ADS's own (server/ads_builder.py builds it with a
-throwaway OCI config, so no account is needed); without it, server/artifact.py writes the same
-layout: `score.py` (`load_model()`, `predict(data, model=...)`), `runtime.yaml` and the model file.
+The model file is one that a framework in server/frameworks/ reads (each declares its suffixes;
+`mis package --help` lists them). With oracle-ads installed the artifact is ADS's own
+(server/ads_builder.py builds it with a throwaway OCI config, so no account is needed); without it,
+server/artifact.py writes the same layout: `score.py` (`load_model()`, `predict(data,
+model=...)`), `runtime.yaml` and the model file.
 Either way the zip also carries `input_schema.json` with the model's feature names (its own, or
 x0, x1, ...) when its width is known, so the server checks every body's width before it runs.
 """

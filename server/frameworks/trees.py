@@ -76,22 +76,23 @@ class Compiled:
         if not self.nan_ok:
             probes = probes[~np.isnan(probes).any(axis=1)]
         probes = np.clip(probes, -1e30, 1e30)  # finite in float32, so every probe reaches the kernel
-        predict = self._scorer(self.predict_kernel, self.predict_library)
-        proba = None if self.proba_kernel is None else self._scorer(self.proba_kernel, self.proba_library)
-        return FastPaths(predict if self._agrees(self.predict_kernel, predict, self.predict_library, probes) else None,
-                         proba if proba is not None and self._agrees(self.proba_kernel, proba, self.proba_library, probes) else None)
+        predict = self._checked(self.predict_kernel, self.predict_library, probes)
+        proba = None if self.proba_kernel is None else self._checked(self.proba_kernel, self.proba_library, probes)
+        return FastPaths(predict, proba)
 
-    def _agrees(self, kernel, scorer: Scorer, library: Scorer, probes: np.ndarray) -> bool:
+    def _checked(self, kernel, library: Scorer, probes: np.ndarray) -> Scorer | None:
+        scorer = self._scorer(kernel, library)
         step = int(min(self.max_rows, len(probes)))
         singles = list(range(0, len(probes), max(1, len(probes) // 12)))
         try:
             expected = library(probes)
             got = [kernel(chunk, bool(np.isnan(chunk).any())) for chunk in
                    (probes[i:i + step] for i in range(0, len(probes), step))]
-            return _same(np.concatenate(got), expected) and all(
+            agrees = _same(np.concatenate(got), expected) and all(
                 _same(scorer(probes[i:i + 1]), library(probes[i:i + 1])) for i in singles)
         except Exception:  # noqa: BLE001 - a fast path that breaks on the probes is no fast path
-            return False
+            return None
+        return scorer if agrees else None
 
     def _scorer(self, kernel, library) -> Scorer:
         n_features, max_rows, nan_ok, any_value = self.n_features, self.max_rows, self.nan_ok, self.any_value

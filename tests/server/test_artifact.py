@@ -18,7 +18,8 @@ def test_schemas_read_as_json_or_none(tmp_path):
 
 
 def test_the_inference_environment_is_text_and_empty_where_nothing_says_it(tmp_path):
-    (tmp_path / "runtime.yaml").write_text("MODEL_DEPLOYMENT:\n  INFERENCE_CONDA_ENV:\n    INFERENCE_PYTHON_VERSION: 3.10\n")
+    (tmp_path / "runtime.yaml").write_text(
+        "MODEL_DEPLOYMENT:\n  INFERENCE_CONDA_ENV:\n    INFERENCE_PYTHON_VERSION: 3.10\n")
     assert inference_conda_env(tmp_path) == {"INFERENCE_PYTHON_VERSION": "3.10"}
     (tmp_path / "model.joblib").write_bytes(b"")
     assert inference_conda_env(tmp_path / "model.joblib") == {}  # a native model file says nothing

@@ -141,7 +141,8 @@ def test_a_framework_module_is_served_packaged_labelled_checked_and_named(tiny, 
 
     built = package(tiny, tmp_path / "tiny.zip", use_ads=False)
     assert (built.framework, built.model_file, built.feature_names) == ("tiny", "model.tiny", ["w0", "w1", "w2"])
-    assert {"score.py", "runtime.yaml", "model.tiny", "input_schema.json"} <= set(zipfile.ZipFile(built.path).namelist())
+    members = set(zipfile.ZipFile(built.path).namelist())
+    assert {"score.py", "runtime.yaml", "model.tiny", "input_schema.json"} <= members
 
     config = Config.from_env({"MIS_DATA_DIR": str(tmp_path / "data"), "MIS_PRELOAD": "", "MIS_AUTH": "off"})
     registry = build_registry(config)
