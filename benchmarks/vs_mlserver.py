@@ -44,7 +44,7 @@ from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from server.runtimes import open_runtime  # noqa: E402
+from server.frameworks import open_runtime  # noqa: E402
 from tests.processes import GunicornProcess, free_port, stop_group, wait_until  # noqa: E402
 
 MODELS = ("lr", "rf", "xgb", "lgbm")

@@ -286,6 +286,23 @@ def _ready(url: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+_MODEL_FILES = "@MODEL_FILES@"
+
+
+class _PackageHelp(argparse.HelpFormatter):
+    """`mis package --help` names the model files the frameworks read (server/frameworks/), asked
+    only when the help is shown: the framework registry loads numpy and pandas, which no other
+    command needs."""
+
+    def add_text(self, text):
+        if text and _MODEL_FILES in text:
+            from server.frameworks import FRAMEWORKS, package_formats
+
+            names = ", ".join(framework.name for framework in FRAMEWORKS)
+            text = text.replace(_MODEL_FILES, f"{package_formats()} model files ({names})")
+        super().add_text(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     exit_codes = "exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
     parser = argparse.ArgumentParser(prog="mis", description=__doc__.split("\n\n")[0].strip(), epilog=exit_codes)
@@ -339,11 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(run=cmd_models_score)
 
     package = commands.add_parser("package", parents=[output], help="a model file as an artifact zip, offline",
+                                  formatter_class=_PackageHelp,
                                   description="Turn a trained model file into an OCI Data Science model artifact "
                                               "zip (score.py, runtime.yaml, the model file, input_schema.json), "
-                                              "offline, with no OCI account. Reads .joblib/.pkl (scikit-learn, "
-                                              "XGBoost or LightGBM models), .json/.ubj (XGBoost Booster), .txt "
-                                              "(LightGBM Booster). Uses oracle-ads when it is installed.")
+                                              f"offline, with no OCI account. Reads {_MODEL_FILES}. Uses "
+                                              "oracle-ads when it is installed.")
     package.add_argument("model_file")
     package.add_argument("-o", "--output", help="the zip to write (default: the model file's name, .zip, here)")
     writer = package.add_mutually_exclusive_group()

@@ -17,14 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from . import frameworks
+from .artifact import inference_conda_env
 from .catalog import ModelInfo
 from .errors import EnvIncompatible, MissingLibrary
-
-# The frameworks a taxonomy names, as the modules whose versions this server has.
-FRAMEWORK_MODULES = {"scikit-learn": "sklearn", "sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm"}
-REPORTED_MODULES = ("numpy", "pandas", "sklearn", "xgboost", "lightgbm")
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class ServerEnvironment:
 @functools.cache
 def library_versions() -> dict[str, str | None]:
     """The versions of the libraries models are loaded with (None: not installed)."""
-    return {name: _version(name) for name in REPORTED_MODULES}
+    return {name: _version(name) for name in ("numpy", "pandas", *frameworks.modules())}
 
 
 def _version(module: str) -> str | None:
@@ -68,26 +64,10 @@ class Needs:
 
     @classmethod
     def of(cls, info: ModelInfo, artifact: Path) -> "Needs":
-        conda = _mapping(_mapping(_runtime_yaml(artifact)).get("MODEL_DEPLOYMENT")).get("INFERENCE_CONDA_ENV")
-        conda = _mapping(conda)
+        conda = inference_conda_env(artifact)
         taxonomy = {t.get("key"): t.get("value") for t in info.taxonomy_metadata or [] if isinstance(t, dict)}
         return cls(_text(conda.get("INFERENCE_ENV_SLUG")), _text(conda.get("INFERENCE_PYTHON_VERSION")),
                    _text(taxonomy.get("Framework")), _text(taxonomy.get("FrameworkVersion")))
-
-
-def _runtime_yaml(artifact: Path):
-    """Every scalar as text (BaseLoader): `INFERENCE_PYTHON_VERSION: 3.10` unquoted is 3.10, not 3.1."""
-    if not artifact.is_dir():
-        return None
-    try:
-        text = (artifact / "runtime.yaml").read_text()
-        return yaml.load(text, Loader=yaml.BaseLoader)  # nosec B506: BaseLoader builds only str, list and dict
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
-def _mapping(value) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def _text(value) -> str | None:
@@ -113,7 +93,7 @@ def check_environment(model_id: str, needs: Needs, server: ServerEnvironment, po
         refusing.append(f"it was made for Conda environment {needs.slug!r}; this server runs in {server.slug!r}")
     if needs.python and _major_minor(needs.python) != _major_minor(server.python):
         refusing.append(f"it was made for Python {needs.python}; this server runs Python {server.python}")
-    module = FRAMEWORK_MODULES.get((needs.framework or "").lower())
+    module = frameworks.module_of(needs.framework or "")
     have = _version(module) if module else None
     if module and needs.framework_version and have and needs.framework_version != have:
         sentence = f"it was saved with {needs.framework} {needs.framework_version}; this server has {have}"

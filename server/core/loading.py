@@ -3,27 +3,22 @@ this server's environment, its runtime opened and made ready; every failure type
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Iterable
 
 from .. import metrics
+from ..artifact import read_schema
 from ..catalog import Catalog, ModelInfo, validate_model_id
 from ..environment import Needs, ServerEnvironment, check_environment, missing_library
 from ..errors import MISError, ModelLoadFailed
+from ..frameworks import framework_of_artifact, open_runtime, preopen
 from ..guard import captured_output
-from ..runtimes import open_runtime, preopen
 from ..storage import Storage
 from .models import LoadedModel, utc
 
 log = logging.getLogger(__name__)
-
-# What an unpacked ADS artifact's model file says about its framework.
-_FRAMEWORK_FILES = {"model.joblib": "scikit-learn", "model.pkl": "scikit-learn", "model.json": "xgboost",
-                    "model.ubj": "xgboost", "model.txt": "lightgbm"}
-
 
 class Loader:
     def __init__(self, catalog: Catalog, storage: Storage, *, output_bytes: int, environment: ServerEnvironment,
@@ -91,25 +86,14 @@ class Loader:
             id=model_id,
             name=name,
             version=version,
-            framework=_framework_of(unpacked),
+            framework=framework_of_artifact(unpacked),
             time_created=utc(time.time()),
             custom_metadata=[{"key": "env", "value": env, "category": "Other"}] if env else [],
-            input_schema=_read_json(unpacked / "input_schema.json"),
-            output_schema=_read_json(unpacked / "output_schema.json"),
+            input_schema=read_schema(unpacked, "input"),
+            output_schema=read_schema(unpacked, "output"),
             source="upload",
         )
 
 
 def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
-def _framework_of(unpacked: Path) -> str:
-    return next((fw for name, fw in _FRAMEWORK_FILES.items() if (unpacked / name).is_file()), "other")
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

@@ -6,8 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..artifact import schema_types
 from ..catalog import ModelInfo
-from ..runtimes import Runtime
+from ..frameworks import Runtime
 
 
 @dataclass
@@ -44,9 +45,9 @@ class LoadedModel:
 
     def described(self) -> Signature:
         if self.signature is None:
-            output_types = list(_schema_types(self.info.output_schema).values())
+            output_types = list(schema_types(self.info.output_schema).values())
             self.signature = Signature(self.runtime.n_features, self.runtime.feature_names,
-                                       _schema_types(self.info.input_schema),
+                                       schema_types(self.info.input_schema),
                                        output_types[0] if len(output_types) == 1 else None, self.outputs())
         return self.signature
 
@@ -74,14 +75,6 @@ class Signature:
     feature_types: dict[str, str]  # feature name -> dtype, from the artifact's input schema
     output_type: str | None  # the prediction's dtype, from the artifact's output schema
     outputs: tuple[str, ...]  # "predict", and "predict_proba" for a classifier
-
-
-def _schema_types(schema: dict | None) -> dict[str, str]:
-    """{feature name: dtype} of an ADS schema ({"schema": [{"name", "dtype", "order"}, ...]})."""
-    features = schema.get("schema") if isinstance(schema, dict) else None
-    if not isinstance(features, list):
-        return {}
-    return {str(f["name"]): str(f.get("dtype")) for f in features if isinstance(f, dict) and "name" in f}
 
 
 def utc(seconds: float) -> str:

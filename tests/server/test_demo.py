@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("ads", reason="oracle-ads (the `demo` extra) builds the demo artifacts")
 
 from server import demo as demo_mod  # noqa: E402
+from server.artifact import DEFAULT_INFERENCE_CONDA_ENV  # noqa: E402
 from server.demo import DEMO_MODELS, ensure_demo_catalog  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -148,7 +149,7 @@ def test_artifact_zip_is_an_ads_artifact(built, model_id):
     assert "def load_model(" in score and "def predict(" in score
     env = runtime["MODEL_DEPLOYMENT"]["INFERENCE_CONDA_ENV"]
     assert env["INFERENCE_PYTHON_VERSION"] == "3.11"
-    assert env["INFERENCE_ENV_SLUG"] == demo_mod.DEFAULT_INFERENCE_CONDA_ENV
+    assert env["INFERENCE_ENV_SLUG"] == DEFAULT_INFERENCE_CONDA_ENV
     assert MODEL_FILES[demo.framework] in manifest["files"]
     assert "ocid1" not in json.dumps(runtime)  # no OCIDs (fake or real) leak into the artifact
 
@@ -243,31 +244,6 @@ def test_only_missing_or_incomplete_entries_are_built(built, tmp_path):
 # --------------------------------------------------------------------------------- API edges
 
 
-def test_build_ads_artifact_rejects_other_estimators(tmp_path):
-    with pytest.raises(TypeError, match="unsupported estimator"):
-        demo_mod.build_ads_artifact(object(), None, None, tmp_path / "a.zip")
-    assert not (tmp_path / "a.zip").exists()
-
-
-def test_build_ads_artifact_returns_metadata_and_restores_ads_auth(tmp_path):
-    from ads.common.auth import AuthState
-    from sklearn.linear_model import LinearRegression
-
-    state = AuthState()
-    before = (state.oci_config_path, state.oci_key_profile, state.oci_iam_type)
-    X = np.arange(20, dtype=float).reshape(10, 2)
-    y = X @ np.array([1.0, 2.0])
-    result = demo_mod.build_ads_artifact(
-        LinearRegression().fit(X, y), X, y, tmp_path / "out" / "model.zip", workdir=tmp_path / "w",
-    )
-    assert (state.oci_config_path, state.oci_key_profile, state.oci_iam_type) == before
-    assert result["framework"] == "scikit-learn"
-    assert {i["key"]: i["value"] for i in result["taxonomy_metadata"]}["Algorithm"] == "LinearRegression"
-    assert isinstance(result["input_schema"], dict) and isinstance(result["output_schema"], dict)
-    with zipfile.ZipFile(tmp_path / "out" / "model.zip") as zf:
-        assert {"score.py", "runtime.yaml", "model.joblib"} <= set(zf.namelist())
-
-
 def test_importing_server_demo_does_not_import_ads():
     code = "import sys, server.demo; print(sorted(m for m in ('ads', 'oci', 'xgboost', 'lightgbm', 'sklearn') if m in sys.modules))"
     proc = subprocess.run(
@@ -297,10 +273,3 @@ def test_a_relative_catalog_under_var_gets_complete_artifacts(tmp_path, monkeypa
     ensure_demo_catalog(pathlib.Path("var") / "catalog")
     with zipfile.ZipFile(tmp_path / "var" / "catalog" / "demo-sklearn-iris" / "artifact.zip") as archive:
         assert {"score.py", "runtime.yaml", "model.joblib"} <= set(archive.namelist())
-
-
-def test_a_build_dir_that_ads_would_empty_fails_loudly(tmp_path):
-    estimator, X, y = DEMO_MODELS[0].train()
-    with pytest.raises(RuntimeError, match="left .* out of the artifact"):
-        demo_mod.build_ads_artifact(estimator, X[:5], y[:5], tmp_path / "a.zip", workdir=tmp_path / "var" / "w")
-    assert not (tmp_path / "a.zip").exists()

@@ -8,11 +8,13 @@ import io
 import json
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from server.app import build_backends
 from server.catalog import ModelInfo
+from server.errors import PayloadTooLarge
 
 from ..processes import wait_until
 from .conftest import BUCKET

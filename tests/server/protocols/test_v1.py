@@ -16,7 +16,7 @@ from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
 
 from ...processes import wait_until
 from ..backends.test_local_store import Clock
-from ..test_runtimes import DATAFRAME, NDARRAY, SERIES, npy
+from ..frameworks.bodies import DATAFRAME, NDARRAY, SERIES, npy
 from ..zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
 
 IRIS = "demo-sklearn-iris"
