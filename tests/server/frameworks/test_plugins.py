@@ -21,7 +21,7 @@ from server.frameworks import FRAMEWORKS, framework_of_artifact, module_of, open
 from server.package import PackageError, package
 from server.warmup import Warmup
 
-from ..test_resources import upload
+from ..protocols.test_v1 import upload
 
 
 def package_help(capsys) -> str:
