@@ -86,7 +86,7 @@ def save(models: dict, folder: Path) -> dict[str, Path]:
 
 
 def write_catalog(catalog: Path, files: dict[str, Path], copies: int = 1) -> dict[str, str]:
-    """Native catalog entries (server/catalog.py); with copies > 1, `<name>-<i>` each. {id: model name}."""
+    """Native catalog entries (server/backends/local_catalog.py); with copies > 1, `<name>-<i>` each. {id: model name}."""
     ids = {}
     for name in MODELS:
         for i in range(copies):

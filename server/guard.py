@@ -42,7 +42,7 @@ _run_dir: Path | None = None  # set in the gunicorn master by make_run_dir
 
 
 class Watchdog(Protocol):
-    """Keeps one request's deadline for the thread that runs it (server/worker.py implements it)."""
+    """Keeps one request's deadline for the thread that runs it (server/connection.py implements it)."""
 
     def arm(self, seconds: float, on_expiry: Callable[[], MISError]) -> None:
         """After `seconds`, answer the request with `on_expiry()` (called once, off this thread)."""

@@ -7,8 +7,6 @@ import functools
 import json
 from typing import Any, Callable
 
-from pulumi.runtime.stack import wait_for_rpcs
-
 from infra.render import (  # noqa: F401 - the tests' vocabulary
     ENVIRONMENTS, ROOT, SECRET_SIG, Resource, Run, in_fresh_runtime, inputs, node_pool_options, project,
     random_password, run_program, stack_config, stack_names, unwrap,
@@ -49,11 +47,6 @@ def with_config(stack: str, config: dict[str, str], function: Callable[[], Any])
     """Call function() where pulumi.Config sees `config` (to test settings without resources)."""
 
     async def body(run: Run, loop):
-        try:
-            return function()
-        finally:
-            # set_mocks registered a root stack on this loop; its tasks sit in Pulumi's process-wide
-            # SETTINGS.outputs, and left there the next program run would await them on a closed loop.
-            await wait_for_rpcs()
+        return function()
 
     return in_fresh_runtime(stack, config, [], body)[1]

@@ -18,17 +18,8 @@ from server.warmup import Warmup
 from ..processes import wait_until
 from .test_metrics import scrape, value
 from .test_worker import IRIS, read_until_closed, server, upload  # noqa: F401 (server: the fixture)
+from .zips import SCORE_SLOW
 
-SCORE_SLOW = """
-import time
-
-def load_model():
-    return None
-
-def predict(data, model=None):
-    time.sleep(2.5)
-    return {"prediction": [1 for _ in data]}
-"""
 GRACE_S = 20
 READINESS = ("/api/v1/health/ready", "/v2/health/ready")
 REFUSED_WITHIN_S = 2.0

@@ -36,6 +36,18 @@ def predict(data, model=None):
     raise ZeroDivisionError("the model divides by zero")
 """
 
+# Answers after 2.5 s: past a short MIS_PREDICT_TIMEOUT_S, or still running when a worker drains.
+SCORE_SLOW = """
+import time
+
+def load_model():
+    return None
+
+def predict(data, model=None):
+    time.sleep(2.5)
+    return {"prediction": [1 for _ in data]}
+"""
+
 
 def write_zip(path: Path, members: dict[str, str | bytes]) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -17,7 +17,7 @@ from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
 from ...processes import wait_until
 from ..backends.test_local_store import Clock
 from ..frameworks.bodies import DATAFRAME, NDARRAY, SERIES, npy
-from ..zips import SCORE_LOAD_FAILS, helper_artifact, hostile_zips, score_artifact
+from ..zips import SCORE_LOAD_FAILS, SCORE_SLOW, helper_artifact, hostile_zips, score_artifact
 
 IRIS = "demo-sklearn-iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -526,18 +526,6 @@ def test_a_score_body_of_exactly_the_limit_is_taken_and_one_byte_more_is_413(mak
     refused = client.simulate_post("/api/v1/score/", params={"model_id": IRIS}, body=exact + b" ",
                                    headers={"Content-Type": "application/json"})
     assert assert_error(refused, 413, "payload_too_large")["limit"] == len(exact)
-
-
-SCORE_SLOW = """
-import time
-
-def load_model():
-    return None
-
-def predict(data, model=None):
-    time.sleep(3)
-    return {"prediction": [0 for _ in data]}
-"""
 
 
 def test_predict_timeouts_quarantine_only_when_enough_fall_within_the_window(make_config, monkeypatch, tmp_path):
