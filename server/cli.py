@@ -251,6 +251,7 @@ def cmd_serve(args) -> int:
     from server.config import Config, ConfigError
 
     env = dict(os.environ)
+    env.setdefault("MIS_INSTANCE_ID", secrets.token_hex(8))  # readiness names it: this server's, not another's
     if args.bind:
         env["MIS_BIND"] = args.bind
     if args.no_auth:
@@ -266,18 +267,19 @@ def cmd_serve(args) -> int:
     host, port = bind.rsplit(":", 1)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}"  # nosec B104: only the URL polled, a wildcard bind is reached on loopback
     while process.poll() is None:
-        if _ready(url):
+        if _ready(url, env["MIS_INSTANCE_ID"]):
             print(f"ready: API {url}/api/v1/  docs {url}/docs  (Ctrl-C stops)", file=sys.stderr, flush=True)
             break
         time.sleep(0.2)
     return process.wait()
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, instance: str) -> bool:
+    """Readiness answers 200 from the server named `instance` (another on the address is not ours)."""
     try:
         with urllib.request.urlopen(f"{url}/api/v1/health/ready", timeout=2) as response:  # nosec B310: an http URL built from MIS_BIND
-            return response.status == 200
-    except (OSError, ValueError):
+            return response.status == 200 and json.load(response).get("instance") == instance
+    except (OSError, ValueError, AttributeError):  # AttributeError: an answer that is JSON but no object
         return False
 
 

@@ -134,7 +134,12 @@ class Config:
     env: str | None = setting(
         "MIS_ENV", "", _text, shown="(unset)",
         doc="Server environment (dev, qa, prod). When set, a model scores only if its `env` metadata equals it.")
-    bind: str = setting("MIS_BIND", "127.0.0.1:8080", _bind, "host:port gunicorn listens on.")
+    bind: str = setting("MIS_BIND", "127.0.0.1:8080", _bind,
+                        "host:port gunicorn listens on. An address another process already listens on stops the start.")
+    instance_id: str | None = setting(
+        "MIS_INSTANCE_ID", "", _text, shown="(unset)",
+        doc="A name for this server, which readiness reports (`instance`): whoever started it can tell its own "
+            "server from another on the same address. `mis serve` sets a fresh one.")
     workers: int = setting(
         "MIS_WORKERS", str(max(2, os.cpu_count() or 1)), _number(int, minimum=1),
         "Number of gunicorn worker processes.", shown="max(2, CPU count)")

@@ -1,7 +1,9 @@
 """gunicorn settings, all derived from the MIS_* variables (server/config.py)."""
 
+import errno
 import gc
 import os
+import socket
 import subprocess
 import sys
 
@@ -69,6 +71,10 @@ def on_starting(server):
         remove_run_dir()
         sys.exit(f"The server cannot start: it would listen on {', '.join(server.cfg.bind)}, not MIS_BIND "
                  f"({_config.bind}): set MIS_BIND instead of gunicorn's --bind")
+    if _taken(_config.bind) and "GUNICORN_FD" not in os.environ:  # (a re-executed master inherits its own)
+        remove_run_dir()
+        sys.exit(f"The server cannot start: another process already listens on MIS_BIND {_config.bind}: stop it, "
+                 "or set MIS_BIND to a free host:port")
     sweep_staging(_config.store_dir, older_than_s=60)
     if _config.catalog == "local" and _config.demo_models:
         command = [sys.executable, "-m", "server.demo", str(_config.catalog_dir), "--env", _config.env or "dev"]
@@ -82,6 +88,21 @@ def on_starting(server):
     # Objects that exist now are never collected in the workers: the collector's bookkeeping would
     # otherwise write to (and so copy) every page they share with the master.
     gc.freeze()
+
+
+def _taken(bind: str) -> bool:
+    """Whether another process listens on `bind`. gunicorn's sockets (reuse_port) would join its
+    SO_REUSEPORT group, and the two servers would then share the address, each answering some of
+    its connections; a socket without SO_REUSEPORT cannot bind beside a listening one."""
+    host, port = bind.rsplit(":", 1)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no one's
+            probe.bind(address)
+    except OSError as exc:  # anything but a taken address, gunicorn's own bind reports
+        return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def pre_fork(server, worker):

@@ -262,12 +262,13 @@ class Liveness:
 
 
 class Readiness:
-    def __init__(self, warmup: Warmup):
+    def __init__(self, warmup: Warmup, config: Config):
         self.warmup = warmup
+        self.instance = {"instance": config.instance_id} if config.instance_id else {}
 
     def on_get(self, req, resp):
         if self.warmup.ready:
-            resp.media = {"status": "ready"}
+            resp.media = {"status": "ready", **self.instance}
             return
         resp.status = falcon.HTTP_503
         status = "draining" if self.warmup.draining else "loading" if not self.warmup.done else "failed"
@@ -287,4 +288,4 @@ def add_routes(app: falcon.App, registry: Registry, config: Config, warmup: Warm
     app.add_route(f"{PREFIX}/serverinfo", ServerInfo(registry, config, gate))
     app.add_route(f"{PREFIX}/healthcheck", Health())
     app.add_route(f"{PREFIX}/health/live", Liveness())
-    app.add_route(f"{PREFIX}/health/ready", Readiness(warmup))
+    app.add_route(f"{PREFIX}/health/ready", Readiness(warmup, config))

@@ -159,3 +159,24 @@ def test_serve_says_when_it_is_ready(tmp_path, demo_catalog):
         assert process.wait(timeout=60) == 0
     finally:
         stop_group(process)
+
+
+def test_serve_on_a_taken_address_exits_and_never_says_ready_for_the_other_server(tmp_path, demo_catalog):
+    """Another server answers readiness on the address: `mis serve` must not take it for its own."""
+    import shutil
+
+    shutil.copytree(demo_catalog, tmp_path / "catalog")
+    other = GunicornProcess(tmp_path / "other", tmp_path / "other.log", MIS_PRELOAD="", MIS_DEMO_MODELS="false").start()
+    try:
+        env = {**os.environ, "MIS_DATA_DIR": str(tmp_path), "MIS_WORKERS": "1"}
+        served = subprocess.Popen([MIS, "serve", "--bind", other.url.removeprefix("http://"), "--no-auth"], cwd=REPO,
+                                  env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = served.communicate(timeout=60)
+        finally:
+            stop_group(served)
+        assert served.returncode != 0
+        assert "another process already listens on MIS_BIND" in stderr
+        assert "ready:" not in stderr and "Traceback" not in stderr
+    finally:
+        other.stop()

@@ -25,7 +25,7 @@ import requests
 from server.auth import ADMIN, SCORE
 from server.demo import DEMO_MODELS
 
-from ..processes import REPO, GunicornProcess, free_port, wait_until
+from ..processes import REPO, GunicornProcess, free_port, stop_group, wait_until
 from .keys import keys_document, mount_keys, new_key
 from .test_aliases import VERSION_MODEL
 from .zips import score_artifact
@@ -523,3 +523,21 @@ def test_an_alias_splits_traffic_by_weight_and_mirrors_it_unseen_under_gunicorn(
     assert {(line["model"], line["outcome"], line["prediction"], line["agrees"]) for line in shadow_lines()} == {
         (ids["3"], "ok", "[3]", False)}
     assert {line["primary"] for line in shadow_lines()} == {ids["1"], ids["2"]}
+
+
+def test_a_second_server_on_a_taken_address_exits_saying_so_and_the_first_serves_alone(gunicorn, tmp_path):
+    first = gunicorn(MIS_PRELOAD="")
+    owners = set(worker_pids(first.process.pid))
+    second = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py"], cwd=REPO,
+                              env={**os.environ, "MIS_BIND": first.url.removeprefix("http://"), "MIS_AUTH": "off",
+                                   "MIS_DATA_DIR": str(tmp_path / "second"), "MIS_DEMO_MODELS": "false"},
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = second.communicate(timeout=60)
+    finally:
+        stop_group(second)  # had it joined the address, its workers would be serving there now
+    assert second.returncode != 0 and "Traceback" not in stderr
+    assert f"another process already listens on MIS_BIND {first.url.removeprefix('http://')}" in stderr
+    for _ in range(20):  # every connection still reaches the first server's workers
+        with requests.get(f"{first.url}/api/v1/serverinfo/", timeout=10) as answer:
+            assert answer.json()["worker_pid"] in owners
