@@ -124,6 +124,7 @@ def write_entry(directory: Path, info: ModelInfo) -> None:
     data = {k: v for k, v in info.to_dict().items() if k != "source"}
     handle, name = tempfile.mkstemp(dir=directory, prefix=".metadata-")
     try:
+        os.fchmod(handle, 0o644)  # as readable as the entry's artifact: mkstemp's 0600 would hide it from other readers
         with os.fdopen(handle, "w") as out:
             json.dump(data, out, indent=2, sort_keys=True)
         os.replace(name, directory / METADATA_FILE)

@@ -58,10 +58,6 @@ def _text(name: str, raw: str) -> str | None:
     return raw or None
 
 
-def _lower(name: str, raw: str) -> str:
-    return raw.lower()
-
-
 def _path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -103,6 +99,15 @@ _on_or_off = _choice("on", "off", spelled="on or off")
 
 def _on(name: str, raw: str) -> bool:
     return _on_or_off(name, raw) == "on"
+
+
+_levels = _choice("debug", "info", "warning", "warn", "error", "critical")
+
+
+def _log_level(name: str, raw: str) -> str:
+    """One of logging's levels; `warn` (which logging also takes) is spelled `warning`, as gunicorn knows it."""
+    level = _levels(name, raw)
+    return "warning" if level == "warn" else level
 
 
 def _bind(name: str, raw: str) -> str:
@@ -214,8 +219,9 @@ class Config:
     max_artifact_bytes: int = setting(
         "MIS_MAX_ARTIFACT_BYTES", str(2048 * MiB), _number(int, minimum=1),
         "Largest total uncompressed size of an uploaded artifact zip (413 above).")
-    log_level: str = setting("MIS_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"),
-                             "Log level of the server and gunicorn: `debug`, `info`, `warning`, `error` or `critical`.")
+    log_level: str = setting("MIS_LOG_LEVEL", "info", _log_level,
+                             "Log level of the server and gunicorn: `debug`, `info`, `warning` (or `warn`), `error` or "
+                             "`critical`.")
     api_keys_file: Path | None = setting(  # None: authentication is off (only ever on a loopback bind)
         "MIS_API_KEYS_FILE", "", _optional_path, shown="(unset)",
         doc="The API keys file, `{\"keys\": [{\"name\", \"scopes\", \"key\"}]}` (the stacks mount it from the "

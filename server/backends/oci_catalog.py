@@ -114,11 +114,12 @@ class OciCatalog:
         return self.cache_dir / model_id / f"artifact-{digest}.zip"
 
     def _download(self, model_id: str) -> Path:
+        deadline = self.service.deadline()
         answer = self.service.call("get_model_artifact_content", model_id)
         target = self._cached(model_id, answer.headers.get("etag"))
         target.parent.mkdir(parents=True, exist_ok=True)
         self.service.download(
-            answer, target, limit=self.max_artifact_bytes, too_large=lambda: _too_large(model_id, self.max_artifact_bytes),
+            answer, target, deadline=deadline, limit=self.max_artifact_bytes, too_large=lambda: _too_large(model_id, self.max_artifact_bytes),
             md5=answer.headers.get("content-md5"),
             damaged=lambda: ArtifactCorrupt(f"the artifact of model {model_id!r} downloaded from {DATA_SCIENCE} does "
                                             "not match its MD5; retry the load", model_id=model_id))

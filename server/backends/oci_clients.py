@@ -126,7 +126,7 @@ class Service:
         """`self.client.<operation>(*args, **kwargs)`. A ServiceError whose status is in
         `passthrough` (404: absent, 412: a conditional write lost) reaches the caller as it is."""
         settings = self.settings
-        deadline = time.monotonic() + settings.budget_s
+        deadline = self.deadline()
         attempt_s = CONNECT_TIMEOUT_S + settings.timeout_s
         for attempt in range(settings.attempts):
             try:
@@ -147,14 +147,18 @@ class Service:
             time.sleep(delay)
         raise self.unavailable(f"{failure} to {operation} ({attempt + 1} attempts)")
 
-    def download(self, answer, target: Path, *, limit: int, too_large: Callable[[], MISError],
+    def deadline(self) -> float:
+        """When a call started now must be done by (time.monotonic()): within the request's own."""
+        return time.monotonic() + self.settings.budget_s
+
+    def download(self, answer, target: Path, *, deadline: float, limit: int, too_large: Callable[[], MISError],
                  md5: str | None, damaged: Callable[[], MISError]) -> None:
         """Stream an answer's body to a file beside `target`, checked, then renamed into place:
         another worker never reads half of it, and two downloading at once both end with one file.
         No more than `limit` bytes are read, whatever the answer's head said (`too_large()`), and
-        not past the call's budget; a body that breaks off is this service's failure, one whose MD5
-        differs from `md5` (base64, as OCI sends it) is `damaged()`. Nothing is left on failure."""
-        deadline = time.monotonic() + self.settings.budget_s
+        not past `deadline` (taken before the call that got `answer`); a body that breaks off is
+        this service's failure, one whose MD5 differs from `md5` (base64, as OCI sends it) is
+        `damaged()`. Nothing is left on failure."""
         handle, name = tempfile.mkstemp(dir=target.parent, prefix=".download-")
         digest, written = hashlib.md5(usedforsecurity=False), 0
         try:

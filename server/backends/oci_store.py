@@ -157,12 +157,13 @@ class OciUploads:
         if path.is_file():
             return path
         name = f"{UPLOADS}{model_id}/artifact.zip"
+        deadline = self.bucket.service.deadline()
         answer = self.bucket.open(name)
         if answer is None:
             return path  # gone: the registry's unpack answers that it is missing
         path.parent.mkdir(parents=True, exist_ok=True)
         self.bucket.service.download(
-            answer, path, limit=self.max_artifact_bytes, md5=answer.headers.get("opc-content-md5"),
+            answer, path, deadline=deadline, limit=self.max_artifact_bytes, md5=answer.headers.get("opc-content-md5"),
             too_large=lambda: PayloadTooLarge(f"the artifact of upload {model_id!r} in the bucket is larger than the "
                                               f"limit of {self.max_artifact_bytes} bytes (MIS_MAX_ARTIFACT_BYTES)",
                                               model_id=model_id, limit=self.max_artifact_bytes),

@@ -68,7 +68,6 @@ class Registry:
         self.storage = storage
         self.guard = guard
         self.policy = policy
-        self.environment = policy.environment
         self.loader = Loader(catalog, storage, output_bytes=guard.output_bytes, environment=policy.environment,
                              env_compat=policy.env_compat)
         self.listing = Listing(catalog, storage.uploads)
@@ -296,12 +295,14 @@ class Registry:
 
     def score(self, model_id: str, payload: Any, *, outputs: tuple[str, ...] = ("predict",),
               shadow: str | None = None, request_id: str | None = None) -> Prediction:
-        """`outputs`: what the caller wants of the runtime, predicted in one guarded call:
-        `predict` (labels or values) and/or `predict_proba` (class probabilities). `shadow`: a
-        model to mirror the request to once this one has answered."""
+        """`outputs`: what the caller wants of the runtime, for one resolution of the model (its
+        state, quarantine and env checked once): `predict` (labels or values) and/or
+        `predict_proba` (class probabilities), each one guarded predict with the whole
+        MIS_PREDICT_TIMEOUT_S. `shadow`: a model to mirror the first output to once this one has
+        answered."""
         result = self._score(model_id, payload, outputs)
         if shadow is not None:
-            self.shadows.mirror(shadow, payload, outputs, result, request_id)
+            self.shadows.mirror(shadow, payload, outputs[:1], result, request_id)
         return result
 
     def _score(self, model_id: str, payload: Any, outputs: tuple[str, ...]) -> Prediction:
@@ -320,9 +321,15 @@ class Registry:
         for name, function in functions.items():
             if function is None:
                 raise BadRequest(f"model {model_id!r} does not give {name}", model_id=model_id)
+        answers, predict_ms = {}, 0.0
+        for name, function in functions.items():
+            answers[name], elapsed = self._predict(loaded, function, payload)
+            predict_ms += 1000 * elapsed
+        return Prediction(model_id, loaded.info.version, answers, predict_ms, load_ms)
 
-        def predict(payload: Any) -> dict[str, Any]:
-            return {name: function(payload) for name, function in functions.items()}
+    def _predict(self, loaded: LoadedModel, function: Any, payload: Any) -> tuple[Any, float]:
+        """One guarded predict, counted: what it gave and how long it took."""
+        model_id = loaded.info.id
 
         def timed_out() -> None:
             loaded.timeouts += 1
@@ -330,7 +337,7 @@ class Registry:
 
         started = time.perf_counter()
         try:
-            answers = self.guard.run(model_id, predict, payload, on_timeout=timed_out)
+            answer = self.guard.run(model_id, function, payload, on_timeout=timed_out)
         except PredictTimeout:  # counted by timed_out(), not as an error
             raise
         except MISError:
@@ -344,7 +351,7 @@ class Registry:
         loaded.requests += 1
         loaded.predict_seconds += elapsed
         metrics.predicted(model_id, loaded.info.version or "", elapsed)
-        return Prediction(model_id, loaded.info.version, answers, 1000 * elapsed, load_ms)
+        return answer, elapsed
 
     def _check_env(self, loaded: LoadedModel) -> None:
         env = self.policy.env

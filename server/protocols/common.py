@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from .. import metrics
 from ..auth import Caller
-from ..core.routing import Target
 from ..errors import BadRequest, ModelPredictFailed, PayloadTooLarge, UnsupportedMediaType
 from ..logs import log_request
+
+if TYPE_CHECKING:  # the worker imports this module for its own answers: it must not load the core
+    from ..core.routing import Target
 
 JSON_TYPES = ("application/json", "text/json")
 

@@ -51,3 +51,11 @@ def test_falcon_stays_in_the_composition_root_the_docs_and_the_protocols():
     for path in SERVER.rglob("*.py"):
         if path not in allowed:
             assert not {m for m in imported_modules(path) if m.split(".")[0] == "falcon"}, path
+
+
+def test_the_http_engine_knows_the_app_only_through_hosting():
+    for name in ("worker", "connection", "hosting"):
+        imported = imported_modules(SERVER / f"{name}.py")
+        assert not {m for m in imported if m.startswith(("server.core", "server.app", "server.middleware"))}, name
+        assert not {m for m in imported if m.startswith("server.protocols")} - {
+            "server.protocols.common", "server.protocols.common.account", "server.protocols.common.error_document"}, name
