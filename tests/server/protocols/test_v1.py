@@ -1,5 +1,6 @@
 """Every /api/v1 operation through Falcon's TestClient: success paths and each failure's 4xx JSON."""
 
+import base64
 import http.server
 import io
 import json
@@ -74,12 +75,24 @@ def test_listmodels_pages_with_a_token(client):
     assert client.simulate_get("/api/v1/listmodels/", params={"compartment_id": "elsewhere"}).json["count"] == 0
 
 
+def page_token(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
 @pytest.mark.parametrize("params, code", [
     ({"no_of_models": 0}, "bad_request"), ({"no_of_models": "many"}, "bad_request"),
     ({"no_of_models": 5000}, "bad_request"), ({"page": "not-a-token"}, "invalid_page"),
+    ({"page": page_token("[" * 100_000)}, "invalid_page"),  # past the length cap
+    ({"page": page_token("[" * 2000)}, "invalid_page"),  # within it: json.loads would recurse too deep
+    ({"page": page_token('["catalog", ' + "[" * 2000 + "]")}, "invalid_page"),
+    ({"page": page_token('["upload", 5]')}, "invalid_page"), ({"page": page_token('["other", null]')}, "invalid_page"),
+    ({"page": page_token('["catalog", ["x"]]')}, "invalid_page"), ({"page": page_token('{"upload": null}')}, "invalid_page"),
+    ({"page": page_token('["catalog", "a", "b"]')}, "invalid_page"), ({"page": page_token('["catalog", "\\x"]')}, "invalid_page"),
+    ({"page": base64.urlsafe_b64encode(b'["catalog", "\xff"]').decode()}, "invalid_page"),
 ])
 def test_listmodels_rejects_bad_queries(client, params, code):
     assert_error(client.simulate_get("/api/v1/listmodels/", params=params), 400, code)
+
 
 
 def test_getmodelinfo(client):
