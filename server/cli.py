@@ -227,17 +227,34 @@ def cmd_promote(args):
     return answer, f"{done} {where}"
 
 
+def _write_private(path: pathlib.Path, text: str) -> None:
+    """`text` as a fresh file of mode 0600 at `path`, in one rename: written to a new file beside it
+    first, so no reader sees half of it and an old file's mode or a link never carries over."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(handle, "w") as out:
+            os.fchmod(out.fileno(), 0o600)  # whatever the umask
+            out.write(text)
+        os.replace(temp, path)  # a link put there meanwhile is replaced, never followed
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 def cmd_keys_new(args):
     keys = {"keys": [{"name": name, "scopes": [scope], "key": secrets.token_urlsafe(32)}
                      for name, scope in (("admin", "admin"), ("scoring", "score"), ("metrics", "metrics"))]}
     text = json.dumps(keys, indent=2) + "\n"
     if args.output:
         path = pathlib.Path(args.output)
+        if path.is_symlink():  # dangling or not: never write keys where a link points
+            raise Failure(f"{path} is a symbolic link: refusing to write keys through it (name the file itself)",
+                          LOCAL_ERROR)
         if path.exists() and not args.force:
             raise Failure(f"{path} exists: pass --force to replace it", LOCAL_ERROR)
         try:
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-                out.write(text)
+            _write_private(path, text)
         except OSError as exc:
             raise Failure(f"cannot write {path}: {exc.strerror}", LOCAL_ERROR) from None
         return keys, (f"wrote {path} (keys admin, scoring, metrics); start the server with "

@@ -36,8 +36,11 @@ class ServerEnvironment:
             Path(os.environ["CONDA_PREFIX"]).name if os.environ.get("CONDA_PREFIX") else None)
         return cls(found, platform.python_version())
 
-    def to_dict(self) -> dict:
-        return {"slug": self.slug, "python": self.python, "prefix": sys.prefix, "libraries": library_versions()}
+    def to_dict(self, installation: bool) -> dict:
+        """`installation`: also where the server is installed and its libraries' exact versions,
+        which tell an attacker what to aim at (admins only)."""
+        found = {"slug": self.slug, "python": self.python}
+        return {**found, "prefix": sys.prefix, "libraries": library_versions()} if installation else found
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Iterable, Iterator
 
 from ..catalog import Catalog, ModelInfo, page_of
@@ -12,6 +13,9 @@ from ..errors import InvalidPage
 from ..storage import Uploads
 
 PAGE_MAX = 1000  # the most models one page holds when the core walks every page itself
+PAGE_TOKEN_MAX = 4096  # characters; a real token is far shorter
+# A token as _encode_page writes it, matched without parsing nested JSON (which recurses).
+_TOKEN = re.compile(r'\["(upload|catalog)", (null|"(?:[^"\\]|\\.)*")\]')
 
 
 class Listing:
@@ -63,10 +67,13 @@ def _encode_page(source: str, token: str | None) -> str:
 def _decode_page(page: str | None) -> tuple[str, str | None]:
     if not page:
         return "upload", None
+    if len(page) > PAGE_TOKEN_MAX:
+        raise InvalidPage()
     try:
-        source, token = json.loads(base64.urlsafe_b64decode(page.encode()))
-        if source not in ("upload", "catalog") or not (token is None or isinstance(token, str)):
+        found = _TOKEN.fullmatch(base64.urlsafe_b64decode(page.encode()).decode())
+        if found is None:
             raise ValueError
-        return source, token
-    except (ValueError, TypeError, UnicodeError):
+        source, token = found[1], found[2]
+        return source, None if token == "null" else json.loads(token)
+    except ValueError:  # bad base64, UTF-8 or JSON string escapes all are
         raise InvalidPage() from None

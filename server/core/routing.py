@@ -101,11 +101,13 @@ def _alias_spec(spec: Any) -> dict:
         raise BadRequest(usage)
     shadow = spec.get("shadow")
     if shadow is not None:
-        percent = shadow.get("percent") if isinstance(shadow, dict) else None
-        if (set(shadow) != {"version", "percent"} or not isinstance(shadow["version"], str)
-                or isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100):
+        if not isinstance(shadow, dict) or set(shadow) != {"version", "percent"}:
             raise BadRequest(usage)
-        shadow = {"version": shadow["version"], "percent": percent}
+        version, percent = shadow["version"], shadow["percent"]
+        if (not isinstance(version, str) or isinstance(percent, bool) or not isinstance(percent, (int, float))
+                or not 0 < percent <= 100):
+            raise BadRequest(usage)
+        shadow = {"version": version, "percent": percent}
     return {"versions": dict(versions), "shadow": shadow}
 
 

@@ -22,6 +22,7 @@ from ..errors import BadRequest, InvalidInput
 from .common import model_answer_json
 
 MAX_DIMENSIONS = 8
+MAX_NAME = 256  # characters of an input's name, as of a request's id
 
 # V2 datatypes and the numpy types that carry them (little-endian in binary data, as the spec says).
 DATATYPES: dict[str, np.dtype] = {
@@ -60,13 +61,13 @@ def _tensor_head(tensor: Any, index: int) -> tuple[str, list[int], str]:
     if not isinstance(tensor, dict):
         raise BadRequest(f"inputs[{index}] must be an object with name, shape, datatype and data")
     name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
-    if not isinstance(name, str) or not name:
-        raise BadRequest(f"inputs[{index}] has no name")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        raise BadRequest(f"inputs[{index}]: name must be a string of 1 to {MAX_NAME} characters")
     if (not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape)):
         raise BadRequest(f"input {name!r}: shape must be a list of at most {MAX_DIMENSIONS} non-negative integers "
                          "below 2**31")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list or object is no dict key
         raise BadRequest(f"input {name!r}: datatype must be one of {', '.join(DATATYPES)}, not {datatype!r}")
     return name, shape, datatype
 
@@ -76,7 +77,8 @@ def _from_json(name: str, data: Any, datatype: str, count: int) -> np.ndarray:
     try:
         values = np.asarray(data).reshape(-1)  # nested (row-major) or flat, as the spec allows
     except ValueError:
-        raise BadRequest(f"input {name!r}: data is ragged; send it flat or as nested lists of equal length") from None
+        raise BadRequest(f"input {name!r}: data is ragged or nested too deep; send it flat or as nested lists of "
+                         "equal length") from None
     if values.size != count:
         raise BadRequest(f"input {name!r}: shape holds {count} elements, data has {values.size}")
     if values.size and values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):

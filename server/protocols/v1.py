@@ -247,7 +247,8 @@ class ServerInfo:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "models": self.registry.loaded_stats(),
             "memory": self.registry.memory_stats(),
-            "runtime": {**self.registry.policy.environment.to_dict(), "env_compat": self.registry.policy.env_compat},
+            "runtime": {**self.registry.policy.environment.to_dict(installation=caller.may(ADMIN)),
+                        "env_compat": self.registry.policy.env_compat},
         }
 
 

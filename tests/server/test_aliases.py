@@ -103,13 +103,28 @@ def test_shadow_traffic_is_logged_never_returned_and_never_waited_for(client, tm
     assert f'mis_shadow_requests_total{{model="{slow}",outcome="ok",version="11"}}' in scrape
 
 
+def with_shadow(shadow) -> dict:
+    return {"versions": {"1": 1}, "shadow": shadow}
+
+
 def test_alias_changes_are_checked(client, versions):
     for spec in ({}, {"versions": {}}, {"versions": {"1": 0}}, {"versions": {"1": -1}}, {"versions": {"1": 1.5}},
-                 {"versions": {"1": True}}, {"versions": {"1": 1}, "shadow": {"version": "2", "percent": 0}},
-                 {"versions": {"1": 1}, "shadow": {"version": "2", "percent": 101}},
-                 {"versions": {"1": 1}, "shadow": {"version": 2, "percent": 5}}, {"versions": {"1": 1}, "extra": 1},
-                 [1, 2], "canary"):
-        assert_error(set_alias(client, "canary", spec), 400, "bad_request")
+                 {"versions": {"1": True}}, with_shadow({"version": "2", "percent": 0}),
+                 with_shadow({"version": "2", "percent": 101}), with_shadow({"version": 2, "percent": 5}),
+                 {"versions": {"1": 1}, "extra": 1}, [1, 2], "canary",
+                 # odd JSON shapes: each is the usage text, never a 500
+                 7, {"versions": None}, {"versions": ["1"]}, {"versions": "1"}, {"versions": {"1": None}},
+                 {"versions": {"1": "1"}}, {"versions": {"1": [1]}}, {"versions": {"1": {"w": 1}}},
+                 with_shadow(["version", "percent"]), with_shadow([{"version": "2"}]), with_shadow("version"),
+                 with_shadow(5), with_shadow(True), with_shadow({}), with_shadow({"version": None, "percent": 5}),
+                 with_shadow({"version": ["2"], "percent": 5}), with_shadow({"version": {"v": "2"}, "percent": 5}),
+                 with_shadow({"version": "2", "percent": None}), with_shadow({"version": "2", "percent": "5"}),
+                 with_shadow({"version": "2", "percent": [5]}), with_shadow({"version": "2", "percent": True}),
+                 with_shadow({"version": "2", "percent": 5, "extra": 1})):
+        body = assert_error(set_alias(client, "canary", spec), 400, "bad_request")
+        assert body["error"].startswith('send {"versions"'), spec
+    null = client.simulate_put("/api/v1/aliases/churn/canary", body="null", headers={"Content-Type": "application/json"})
+    assert assert_error(null, 400, "bad_request")["error"].startswith('send {"versions"')
     assert "no loaded version '3'" in set_alias(client, "canary", {"versions": {"3": 1}}).json["error"]
     assert_error(set_alias(client, "latest", {"versions": {"1": 1}}), 400, "bad_request")
     assert_error(set_alias(client, "-x", {"versions": {"1": 1}}), 400, "bad_request")

@@ -139,6 +139,27 @@ def test_keys_and_exit_codes(gated, keys, tmp_path):
         assert helped.returncode == 0 and "usage: mis" in helped.stdout
 
 
+def test_keys_new_force_writes_a_fresh_private_file_and_never_follows_a_link(tmp_path):
+    target = tmp_path / "keys.json"
+    target.write_text("old")
+    target.chmod(0o644)
+    assert mis("keys", "new", "-o", str(target)).returncode == 4 and target.read_text() == "old"  # no --force
+    old_inode = target.stat().st_ino
+    assert mis("keys", "new", "-o", str(target), "--force").returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o600 and target.stat().st_ino != old_inode
+    parse_keys(target.read_text())
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("not keys")
+    for link, points_to in ((tmp_path / "link.json", elsewhere), (tmp_path / "dangling.json", tmp_path / "nothing.json")):
+        link.symlink_to(points_to)
+        for force in ([], ["--force"]):
+            refused = mis("keys", "new", "-o", str(link), *force)
+            assert refused.returncode == 4 and "is a symbolic link" in refused.stderr
+            assert link.is_symlink() and link.readlink() == points_to
+    assert elsewhere.read_text() == "not keys" and not (tmp_path / "nothing.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.json", "elsewhere.json", "keys.json", "link.json"]
+
+
 def test_serve_says_when_it_is_ready(tmp_path, demo_catalog):
     import shutil
 

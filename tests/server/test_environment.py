@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 import zipfile
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def test_serverinfo_names_the_environment_and_its_library_versions(make_client):
     assert runtime["slug"] == "mlcpuv1_p311" and runtime["env_compat"] == "strict"
     assert runtime["python"] == platform.python_version()
     assert runtime["libraries"]["sklearn"] == sklearn.__version__ and set(runtime["libraries"]) >= {"xgboost", "lightgbm"}
+    assert runtime["prefix"] == sys.prefix  # authentication off: the caller is trusted as an admin
 
 
 def test_strict_refuses_another_conda_environment_naming_both_sides(make_client, data_dir):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
+import numpy as np
 import pytest
 
 from server.protocols import v1
@@ -115,6 +117,15 @@ def test_a_scoring_key_scores_and_an_admin_key_does_everything(secured, tmp_path
     info = client.simulate_get("/api/v1/serverinfo/", headers=SCORING).json
     assert info["auth"] == {"mode": "bearer", "caller": "scoring", "scopes": [SCORE]}
     assert SCORING_KEY not in json.dumps(info) and ADMIN_KEY not in json.dumps(info)
+
+
+def test_serverinfo_shows_the_installation_to_admin_keys_only(secured):
+    client = secured()
+    scoring = client.simulate_get("/api/v1/serverinfo/", headers=SCORING).json["runtime"]
+    assert set(scoring) == {"slug", "python", "env_compat"}  # no install prefix, no exact library versions
+    admin = client.simulate_get("/api/v1/serverinfo/", headers=ADMINISTRATION).json["runtime"]
+    assert admin["prefix"] == sys.prefix and admin["libraries"]["numpy"] == np.__version__
+    assert {k: admin[k] for k in scoring} == scoring
 
 
 def test_health_and_docs_stay_open(secured):

@@ -7,6 +7,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+LONG_NAME = "m" * 300  # one path component past what file systems allow (255 bytes)
 RUNTIME_YAML = "MODEL_ARTIFACT_VERSION: '3.0'\nMODEL_DEPLOYMENT:\n  INFERENCE_CONDA_ENV:\n    INFERENCE_PYTHON_VERSION: '3.11'\n"
 
 # A score.py with its own helper module: predicts `features.VALUE` for every row.
@@ -95,8 +96,20 @@ def lying_bomb_artifact(path: Path, expanded_bytes: int) -> Path:
     return path
 
 
+def undecodable_name_artifact(path: Path) -> Path:
+    """A member name flagged UTF-8 whose bytes are not."""
+    write_zip(path, {"score.py": SCORE_WITH_HELPER, "runtime.yaml": RUNTIME_YAML, "caf\u00e9.py": "x = 1"})
+    path.write_bytes(path.read_bytes().replace("caf\u00e9".encode(), b"caf\xff\xfe"))
+    return path
+
+
+HOSTILE_KINDS = ("not a zip", "no score.py", "no runtime.yaml", "nested score.py", "absolute path", "parent path",
+                 "symlink", "zip bomb", "lying zip bomb", "file and folder", "folder then file", "name too long",
+                 "undecodable name")
+
+
 def hostile_zips(directory: Path) -> dict[str, Path]:
-    """Archives an upload must refuse, by what is wrong with them."""
+    """Archives an upload must refuse, by what is wrong with them (HOSTILE_KINDS)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "not-a-zip.zip").write_bytes(b"this is plain text, not an archive")
     return {
@@ -117,4 +130,16 @@ def hostile_zips(directory: Path) -> dict[str, Path]:
         "symlink": symlink_artifact(directory / "symlink.zip"),
         "zip bomb": bomb_artifact(directory / "bomb.zip", 8 * 1024 * 1024),
         "lying zip bomb": lying_bomb_artifact(directory / "lying-bomb.zip", 8 * 1024 * 1024),
+        "file and folder": write_zip(
+            directory / "file-and-folder.zip",
+            {"score.py": SCORE_WITH_HELPER, "runtime.yaml": RUNTIME_YAML, "x": "1", "x/y": "2"},
+        ),
+        "folder then file": write_zip(
+            directory / "folder-then-file.zip",
+            {"score.py": SCORE_WITH_HELPER, "runtime.yaml": RUNTIME_YAML, "x/y": "2", "x": "1"},
+        ),
+        "name too long": write_zip(
+            directory / "long-name.zip", {"score.py": SCORE_WITH_HELPER, "runtime.yaml": RUNTIME_YAML, LONG_NAME: "1"}
+        ),
+        "undecodable name": undecodable_name_artifact(directory / "undecodable.zip"),
     }

@@ -7,6 +7,7 @@ import pytest
 from server.app import build_registry
 from server.backends import local_store as store_module
 from server.backends.store_dir import StoreDir
+from server.core import listing
 from server.core import registry as registry_module
 from server.errors import (
     EnvMismatch,
@@ -156,6 +157,14 @@ def test_listing_pages_through_uploads_then_the_catalog(workers, tmp_path):
     for bad in ("garbage", "WyJ4Il0=", "WyJ1cGxvYWQiLCAiLTEiXQ=="):
         with pytest.raises(InvalidPage):
             first.list_models(None, None, 2, bad)
+
+
+def test_page_tokens_carry_any_catalog_token_and_over_long_ones_are_refused():
+    token = 'a"b\\c\u00e9\n'
+    assert listing._decode_page(listing._encode_page("catalog", token)) == ("catalog", token)
+    assert listing._decode_page(listing._encode_page("upload", None)) == ("upload", None)
+    with pytest.raises(InvalidPage):  # well formed, but longer than any token the server hands out
+        listing._decode_page(listing._encode_page("catalog", "x" * listing.PAGE_TOKEN_MAX))
 
 
 def test_a_worker_keeps_at_most_its_budget_in_memory_and_reloads_on_demand(make_config, tmp_path):

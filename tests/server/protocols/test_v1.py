@@ -1,5 +1,6 @@
 """Every /api/v1 operation through Falcon's TestClient: success paths and each failure's 4xx JSON."""
 
+import base64
 import http.server
 import io
 import json
@@ -17,7 +18,7 @@ from server.demo import DEMO_MODEL_IDS, DEMO_MODELS
 from ...processes import wait_until
 from ..backends.test_local_store import Clock
 from ..frameworks.bodies import DATAFRAME, NDARRAY, SERIES, npy
-from ..zips import SCORE_LOAD_FAILS, SCORE_SLOW, helper_artifact, hostile_zips, score_artifact
+from ..zips import HOSTILE_KINDS, LONG_NAME, SCORE_LOAD_FAILS, SCORE_SLOW, helper_artifact, hostile_zips, score_artifact
 
 IRIS = "demo-sklearn-iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -74,12 +75,24 @@ def test_listmodels_pages_with_a_token(client):
     assert client.simulate_get("/api/v1/listmodels/", params={"compartment_id": "elsewhere"}).json["count"] == 0
 
 
+def page_token(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
 @pytest.mark.parametrize("params, code", [
     ({"no_of_models": 0}, "bad_request"), ({"no_of_models": "many"}, "bad_request"),
     ({"no_of_models": 5000}, "bad_request"), ({"page": "not-a-token"}, "invalid_page"),
+    ({"page": page_token("[" * 100_000)}, "invalid_page"),  # past the length cap
+    ({"page": page_token("[" * 2000)}, "invalid_page"),  # within it: json.loads would recurse too deep
+    ({"page": page_token('["catalog", ' + "[" * 2000 + "]")}, "invalid_page"),
+    ({"page": page_token('["upload", 5]')}, "invalid_page"), ({"page": page_token('["other", null]')}, "invalid_page"),
+    ({"page": page_token('["catalog", ["x"]]')}, "invalid_page"), ({"page": page_token('{"upload": null}')}, "invalid_page"),
+    ({"page": page_token('["catalog", "a", "b"]')}, "invalid_page"), ({"page": page_token('["catalog", "\\x"]')}, "invalid_page"),
+    ({"page": base64.urlsafe_b64encode(b'["catalog", "\xff"]').decode()}, "invalid_page"),
 ])
 def test_listmodels_rejects_bad_queries(client, params, code):
     assert_error(client.simulate_get("/api/v1/listmodels/", params=params), 400, code)
+
 
 
 def test_getmodelinfo(client):
@@ -312,8 +325,7 @@ def test_a_prediction_of_nan_or_infinity_answers_null(client, tmp_path):
     assert json.loads(result.text, parse_constant=bare_constant)["prediction"] == [None, None, [None, 0.5]]
 
 
-@pytest.mark.parametrize("kind", ["not a zip", "no score.py", "no runtime.yaml", "nested score.py", "absolute path",
-                                  "parent path", "symlink", "zip bomb", "lying zip bomb"])
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
 def test_hostile_uploads_are_refused_and_store_nothing(make_client, make_config, tmp_path, kind):
     client = make_client(MIS_MAX_ARTIFACT_BYTES=str(1024 * 1024))
     store = make_config().store_dir
@@ -323,6 +335,14 @@ def test_hostile_uploads_are_refused_and_store_nothing(make_client, make_config,
     assert result.json["code"] in ("invalid_artifact", "payload_too_large")
     assert store_listing(store) == before
     assert client.simulate_get("/api/v1/listmodels/").json["count"] == 3
+
+
+def test_an_upload_with_an_unwritable_member_name_is_refused_naming_it(client, make_config, tmp_path):
+    store = make_config().store_dir
+    before = store_listing(store)
+    body = assert_error(upload(client, hostile_zips(tmp_path / "zips")["name too long"]), 400, "invalid_artifact")
+    assert body["member"] == LONG_NAME[:80] + "..." and "longer than the file system allows" in body["error"]
+    assert store_listing(store) == before
 
 
 def test_upload_form_failures(make_client, make_config, tmp_path):

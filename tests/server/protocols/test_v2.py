@@ -181,6 +181,49 @@ def test_malformed_inference_requests_say_what_is_wrong(loaded, body, headers, s
     assert fragment in result.json["error"] and "Traceback" not in result.text
 
 
+def odd(**fields) -> dict:
+    """A request whose one input has `fields` changed (None: removed)."""
+    head = {**tensor(SETOSA, [1, 4]), **fields}
+    return {"inputs": [{k: v for k, v in head.items() if v is not None}]}
+
+
+def deep(levels: int) -> dict:
+    data = 1.0
+    for _ in range(levels):
+        data = [data]
+    return odd(data=data, shape=[1])
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (odd(datatype={"FP64": 1}), "input 'input-0': datatype must be"), (odd(datatype=["FP64"]), "datatype must be"),
+    (odd(datatype=64), "datatype must be"), (odd(datatype=True), "datatype must be"),
+    (odd(datatype=None), "datatype must be"),
+    (odd(name={"n": 1}), "inputs[0]: name must be a string of 1 to 256"), (odd(name=["input-0"]), "inputs[0]: name must be"),
+    (odd(name=5), "inputs[0]: name must be"), (odd(name=""), "inputs[0]: name must be"),
+    (odd(name=None), "inputs[0]: name must be"), (odd(name="n" * 300), "inputs[0]: name must be"),
+    (odd(shape="1,4"), "input 'input-0': shape must be"), (odd(shape={"0": 4}), "shape must be"),
+    (odd(shape=[1.0, 4]), "shape must be"), (odd(shape=[[1, 4]]), "shape must be"), (odd(shape=[True, 4]), "shape must be"),
+    (odd(shape=4), "shape must be"), (odd(shape=None), "shape must be"),
+    (odd(parameters=[1]), "input 'input-0': parameters must be"), (odd(parameters=7), "parameters must be"),
+    (odd(parameters={"binary_data_size": "32"}), "binary_data_size"),
+    (odd(parameters={"binary_data_size": [32]}), "binary_data_size"),
+    (odd(parameters={"binary_data_size": 1.5}), "binary_data_size"),
+    (odd(parameters={"binary_data_size": True}), "binary_data_size"),
+    (odd(data={"a": 1}), "input 'input-0'"), (odd(data="abcd"), "input 'input-0'"), (odd(data=None), "input 'input-0'"),
+    (odd(data=[[5.1, 3.5], [1.4, {"x": 0.2}]]), "input 'input-0'"), (deep(100), "input 'input-0': data is ragged or nested too deep"),
+    ({"inputs": {"name": "input-0"}}, "non-empty list"), ({"inputs": "input-0"}, "non-empty list"),
+    ({"inputs": [5]}, "inputs[0] must be an object"), ({"inputs": [None]}, "inputs[0] must be an object"),
+    ({"inputs": [[tensor(SETOSA, [1, 4])]]}, "inputs[0] must be an object"),
+    ({**odd(), "outputs": {"name": "predict"}}, "`outputs` must be"), ({**odd(), "outputs": "predict"}, "`outputs` must be"),
+    ({**odd(), "outputs": [5]}, "`outputs` must be"), ({**odd(), "outputs": [{"name": ["predict"]}]}, "not ['predict']"),
+    ({**odd(), "outputs": [{"name": {"n": 1}}]}, "this model gives the outputs"),
+    ({**odd(), "parameters": "x"}, "parameters must be an object"), ({**odd(), "id": {"a": 1}}, "`id` must be"),
+])
+def test_inputs_of_odd_json_types_are_400_naming_the_input(loaded, body, fragment):
+    body = assert_error(infer(loaded, IRIS, body), 400, "bad_request")
+    assert fragment in body["error"]
+
+
 def test_binary_framing_errors_are_400(loaded):
     rows = np.asarray([SETOSA], dtype="<f8").tobytes()
     body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}]}
