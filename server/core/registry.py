@@ -176,7 +176,8 @@ class Registry:
     def set_alias(self, name: str, alias: str, spec: Any) -> dict:
         """Define (or redefine) an alias of a model name, for every worker and replica sharing the
         store. The versions it names must be loaded now."""
-        spec = routing.checked_alias(alias, spec, self.versions_of(name), name)
+        spec = routing.checked_alias(alias, spec)  # before the shared state is asked: a bad request is a 400
+        routing.check_alias_targets(name, alias, spec, self.versions_of(name))
         self.storage.state.set_alias(name, alias, spec)
         return spec
 

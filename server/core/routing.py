@@ -71,13 +71,17 @@ def aliases_using(model_id: str, names: Names, aliases: Aliases) -> list[str]:
             if version in spec["versions"] or (spec.get("shadow") or {}).get("version") == version]
 
 
-def checked_alias(alias: str, spec: Any, loaded: dict[str, str], name: str) -> dict:
+def checked_alias(alias: str, spec: Any) -> dict:
     """An alias as stored, {"versions": {version: weight}, "shadow": {"version", "percent"} or None},
-    once its name and every version it names (loaded now, as `loaded`) are checked."""
+    once its name and its shape are checked (the request alone decides both)."""
     if not ALIAS_NAME.match(alias) or alias == LATEST:
         raise BadRequest(f"an alias is a letter then up to 63 letters, digits, '.', '_' or '-', and not "
                          f"{LATEST!r} (it always means the highest loaded version): {alias[:80]!r}")
-    spec = _alias_spec(spec)
+    return _alias_spec(spec)
+
+
+def check_alias_targets(name: str, alias: str, spec: dict, loaded: dict[str, str]) -> None:
+    """BadRequest unless every version the alias names is loaded now (as `loaded`) and none is the alias."""
     if alias in loaded:
         raise BadRequest(f"{alias!r} is a version of model {name!r}: a request naming it gets that version, so "
                          "an alias of that name could never be reached")
@@ -86,7 +90,6 @@ def checked_alias(alias: str, spec: Any, loaded: dict[str, str], name: str) -> d
     if missing:
         raise BadRequest(f"model {name!r} has no loaded version {', '.join(map(repr, missing))} (loaded: "
                          f"{', '.join(sorted(loaded, key=version_order)) or 'none'})", missing=missing)
-    return spec
 
 
 def _alias_spec(spec: Any) -> dict:

@@ -10,6 +10,7 @@ from server.backends.store_dir import StoreDir
 from server.core import listing
 from server.core import registry as registry_module
 from server.errors import (
+    BadRequest,
     EnvMismatch,
     InvalidArtifact,
     InvalidPage,
@@ -18,6 +19,7 @@ from server.errors import (
     ModelNotLoaded,
     ModelPredictFailed,
     ModelQuarantined,
+    StoreUnavailable,
 )
 
 from ..backends.test_local_store import Clock
@@ -245,3 +247,18 @@ def test_an_env_change_is_seen_once_the_metadata_ttl_has_passed_and_not_before(m
     clock.advance(7)
     with pytest.raises(EnvMismatch):
         registry.score(IRIS, [SETOSA])
+
+
+def test_a_malformed_alias_is_a_bad_request_even_while_the_store_is_down(make_config, monkeypatch):
+    """The request alone shows it is wrong: no answer about the store (503) stands in for the 400."""
+    registry = build_registry(make_config())
+
+    def store_down():
+        raise StoreUnavailable("the model store is unavailable")
+
+    monkeypatch.setattr(registry.storage.state, "signature", store_down)
+    for alias, spec in [("default", {"versions": []}), ("no spaces", {"versions": {"1": 1}}), ("default", [])]:
+        with pytest.raises(BadRequest):
+            registry.set_alias(IRIS, alias, spec)
+    with pytest.raises(StoreUnavailable):  # a well-formed one needs the loaded versions
+        registry.set_alias(IRIS, "default", {"versions": {"1": 1}})
