@@ -55,7 +55,9 @@ class Limits:
         self.request_line = cfg.limit_request_line or 8190
         self.header_count = cfg.limit_request_fields or 100
         self.header_bytes = cfg.limit_request_field_size or 8190
-        self.head_bytes = self.request_line + self.header_count * self.header_bytes  # the whole head
+        # The whole head as sent, finished or not (nginx's 1K + 4 x 8K): an unfinished one may grow
+        # no larger than the header limits let a finished one be.
+        self.head_bytes = self.request_line + 4 * self.header_bytes
         self.header_timeout = config.header_timeout_s
         self.body_timeout = config.body_timeout_s
         self.keepalive = cfg.keepalive
@@ -104,7 +106,6 @@ class Request:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
-        self.head_bytes = 0  # raw bytes received before the head was complete
         self.headers_done = False
         self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         self.body_size = 0
@@ -141,6 +142,7 @@ class Connection(asyncio.Protocol):
         self.deferred: tuple | None = None  # refuse()'s arguments for a pipelined request, answered in turn
         self.peer: str | None = None
         self.answered = 0  # requests answered on this connection
+        self.head_left: int | None = self.limits.head_bytes  # raw bytes the head being read may still take
 
     # -- transport events ------------------------------------------------------------------
 
@@ -160,6 +162,14 @@ class Connection(asyncio.Protocol):
             if request is not None:
                 request.body.close()  # a spooled body on disk goes now, not when the GC gets to it
         self.writable.set()
+        # Let go of everything at once: the parser holds this connection (its callbacks) as it holds
+        # the parser, and the timer's callback is one of its methods, so these cycles would keep
+        # the parser's buffers until a full GC. A request with the app keeps the transport (and so
+        # this connection) only until its answer is dropped.
+        self.parser = self.request = self.timer_callback = self.deferred = None
+        self.queue.clear()
+        if not self.busy:
+            self.transport = None
 
     def pause_writing(self) -> None:
         self.writable.clear()  # the client reads slower than we answer: wait before the next answer
@@ -190,19 +200,24 @@ class Connection(asyncio.Protocol):
             else:
                 self.arm(min(DRAIN_IDLE_S, self.drain_until - time.monotonic()), self.close)
             return
-        if self.request is not None and not self.request.headers_done:
-            # httptools hands a header over only once it ends: count bytes as they come, or one
+        while data and self.parser is not None and not self.refused:
+            # httptools hands a header over only once it ends: a head's raw bytes are counted as
+            # they come (head_left), and no more of them than its limit reach the parser, or one
             # endless header would grow without bound before any per-header check runs.
-            self.request.head_bytes += len(data)
-            if self.request.head_bytes > self.limits.head_bytes:
+            if self.head_left is None:  # a body: its own limits apply
+                piece, data = data, b""
+            elif self.head_left <= 0:
                 self.refuse(431, f"the request head is larger than {self.limits.head_bytes} bytes")
                 return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # the request is queued; answer it over HTTP/1.1 and ignore the upgrade (as gunicorn does)
-        except httptools.HttpParserError as exc:
-            self.refuse(400, f"malformed HTTP request: {exc}")
+            else:
+                piece, data = data[:self.head_left], data[self.head_left:]
+                self.head_left -= len(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                return  # the request is queued; answer it over HTTP/1.1 and ignore the upgrade (as gunicorn does)
+            except httptools.HttpParserError as exc:
+                self.refuse(400, f"malformed HTTP request: {exc}")
 
     def eof_received(self) -> bool:
         return self.busy or bool(self.queue)  # keep the socket to answer what was already sent
@@ -236,6 +251,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         request = self.request
         request.headers_done = True
+        self.head_left = None
         request.keep_alive = self.parser.should_keep_alive()
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
@@ -270,6 +286,7 @@ class Connection(asyncio.Protocol):
         self.disarm()
         self.queue.append(self.request)
         self.request = None
+        self.head_left = self.limits.head_bytes  # the next head's count starts
         self.transport.pause_reading()  # one request at a time; the socket buffers the rest
         if not self.busy:
             self.loop.create_task(self.serve_queue())
@@ -402,7 +419,7 @@ class Connection(asyncio.Protocol):
     def refuse(self, status: int, message: str, payload: dict | None = None, headers: dict | None = None,
                logged: bool = False) -> None:
         """Answer an error found before the app ran, then close once the client stops sending."""
-        if self.refused or self.transport.is_closing():
+        if self.refused or self.transport is None or self.transport.is_closing():
             return
         if self.busy or self.queue:  # earlier pipelined requests are answered first
             self.deferred = self.deferred or (status, message, payload, headers, logged)
