@@ -1,7 +1,8 @@
 """One client connection of our gunicorn worker (server/worker.py): httptools parses it; the head,
 body and idle deadlines and the size limits are kept on the worker's event loop; a complete request
 goes to the app (server/hosting.py's HostedApp) on one of the worker's threads, and its answer, or
-the worker's own (400, 408, 413, 414, 431, 503, 504: JSON shaped like the app's errors), is written
+the worker's own (400, 405, 408, 413, 414, 431, 503, 504: JSON shaped like the app's errors; the
+request target is read by server/targets.py), is written
 back in turn.
 """
 
@@ -31,6 +32,7 @@ from .hosting import (
     choose_request_id,
 )
 from .protocols.common import account, error_document
+from .targets import ALLOWED_METHODS, ASTERISK, BadTarget, logged_path, parse_target
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -43,7 +45,8 @@ DRAIN_SECONDS = 10.0  # ... and for at most this long
 DRAIN_IDLE_S = 2.0  # ... stopping sooner once the client has sent nothing for this long
 DEADLINE_TICK_S = 0.05  # how often the event loop looks at predict deadlines (their resolution)
 
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
+           408: "Request Timeout",
            413: "Payload Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -104,6 +107,8 @@ class Watch:
 class Request:
     def __init__(self):
         self.url = b""
+        self.path: bytes | None = None  # the target's path and query (server/targets.py), once the head is read
+        self.query = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
         self.headers_done = False
@@ -256,10 +261,17 @@ class Connection(asyncio.Protocol):
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
         request.id = choose_request_id(_text(request.header(REQUEST_ID_HEADER.lower().encode())))
-        path = httptools.parse_url(request.url or b"/").path or b"/"
+        try:
+            request.path, request.query = parse_target(request.method, request.url)
+        except BadTarget as exc:
+            self.refuse(exc.status, exc.message, headers=exc.headers)
+            raise httptools.HttpParserError("refused") from None
+        if request.path == ASTERISK:  # OPTIONS *: answered by the worker in its turn (call_app)
+            self.arm(self.limits.body_timeout, self.body_timeout)
+            return
         try:
             request.admission = self.limits.admit(
-                unquote_to_bytes(path).decode("latin-1"), method=request.method.decode("latin-1"),
+                unquote_to_bytes(request.path).decode("latin-1"), method=request.method.decode("latin-1"),
                 authorization=_text(request.header(b"authorization")), request_id=request.id, client=self.peer)
         except MISError as exc:  # the app refuses this caller's body before any of it is read (and logs it)
             self.refuse(exc.status, exc.message, exc.to_dict(), exc.headers, logged=True)
@@ -325,6 +337,9 @@ class Connection(asyncio.Protocol):
                 self.arm(self.limits.keepalive, self.idle_timeout)
 
     async def call_app(self, request: Request) -> tuple[str, list, bytes]:
+        if request.path == ASTERISK:
+            methods = ", ".join(ALLOWED_METHODS)
+            return self.own_answer(request, 200, "", {"allow": list(ALLOWED_METHODS)}, {"Allow": methods})
         watch = Watch(self.worker.deadlines, self.loop)
         environ = self.environ(request)
         future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, environ, watch)
@@ -365,22 +380,21 @@ class Connection(asyncio.Protocol):
         (unless the app already wrote them)."""
         request.id = request.id or choose_request_id(None)
         if not logged:
-            url = httptools.parse_url(request.url) if request.url else None
+            path = _text(request.path) if request.path is not None else logged_path(request.url)
             account(request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
-                    path=_text(url.path) if url else None, status=status, started=request.started, client=self.peer,
+                    path=path, status=status, started=request.started, client=self.peer,
                     caller=request.admission.caller, audit=request.admission.audit, route=request.admission.route)
         return _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
 
     def environ(self, request: Request) -> dict:
-        url = httptools.parse_url(request.url or b"/")
         host, port = self.transport.get_extra_info("sockname")[:2]
         peer = self.transport.get_extra_info("peername") or ("", 0)
         request.body.seek(0)
         environ = {
             "REQUEST_METHOD": request.method.decode("latin-1"),
             "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
-            "QUERY_STRING": (url.query or b"").decode("latin-1"),
+            "PATH_INFO": unquote_to_bytes(request.path).decode("latin-1"),
+            "QUERY_STRING": request.query.decode("latin-1"),
             "SERVER_NAME": str(host),
             "SERVER_PORT": str(port),
             "SERVER_PROTOCOL": f"HTTP/{request.version}",

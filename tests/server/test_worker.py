@@ -748,3 +748,34 @@ def test_an_unfinished_head_is_refused_once_past_the_head_limit(server):
     assert (status, body["code"]) == (431, "request_header_fields_too_large"), body
     assert "request head is larger than 36854 bytes" in body["error"] and time.monotonic() - started < 5
 
+
+# -- request targets: every request line gets one answer ------------------------------------------
+
+@pytest.mark.parametrize("request_line, status, code", [
+    (b"GET http://127.0.0.1:{port}/api/v1/health/live HTTP/1.1", 200, None),  # absolute-form, routed by its path
+    (b"GET http://h:/x HTTP/1.1", 400, "bad_request"),  # absolute-form that does not parse
+    (b"GET http://[::1/x HTTP/1.1", 400, "bad_request"),
+    (b"GET ftp://h/api/v1/health/live HTTP/1.1", 400, "bad_request"),
+    (b"GET * HTTP/1.1", 400, "bad_request"),
+    (b"CONNECT 127.0.0.1:443 HTTP/1.1", 405, "method_not_allowed"),
+    (b"OPTIONS * HTTP/1.1", 200, None),
+    (b"GET /\xff HTTP/1.1", 400, "bad_request"),  # the parser's own refusal
+    (b"GET http://h:/x HTTP/1.1\r\nX-Big: " + b"a" * 10_000, 431, "request_header_fields_too_large"),
+])
+def test_every_request_line_gets_one_json_answer(server, request_line, status, code):
+    app = server(MIS_WORKERS="1")
+    line = request_line.replace(b"{port}", str(address(app)[1]).encode())
+    raw = raw_exchange(app.url, line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw, f"no answer to {line!r}"
+    answer_status, body = status_and_json(raw)
+    assert answer_status == status, raw[:500]
+    if code is not None:
+        assert body["code"] == code and body["error"], body
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").lower()  # the app's header names are lower case
+    assert "content-type: application/json" in head
+    request_id = next(t.split(": ", 1)[1] for t in head.split("\r\n") if t.startswith("x-request-id"))
+    logged = wait_until(lambda: [a for a in access_lines(app) if a["request_id"] == request_id], timeout=10)
+    time.sleep(0.2)  # a second access line, if any, would be written by now
+    assert [a["status"] for a in access_lines(app) if a["request_id"] == request_id] == [status], logged
+    assert requests.get(f"{app.url}/api/v1/health/live", timeout=5).status_code == 200
+    assert "Traceback" not in app.log_path.read_text()
