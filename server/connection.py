@@ -2,8 +2,7 @@
 body and idle deadlines and the size limits are kept on the worker's event loop; a complete request
 goes to the app (server/hosting.py's HostedApp) on one of the worker's threads, and its answer, or
 the worker's own (400, 405, 408, 413, 414, 431, 503, 504: JSON shaped like the app's errors; the
-request target is read by server/targets.py), is written
-back in turn.
+request target is read by server/targets.py), is written back in turn.
 """
 
 from __future__ import annotations
