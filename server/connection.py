@@ -1,8 +1,8 @@
 """One client connection of our gunicorn worker (server/worker.py): httptools parses it; the head,
 body and idle deadlines and the size limits are kept on the worker's event loop; a complete request
 goes to the app (server/hosting.py's HostedApp) on one of the worker's threads, and its answer, or
-the worker's own (400, 408, 413, 414, 431, 503, 504: JSON shaped like the app's errors), is written
-back in turn.
+the worker's own (400, 405, 408, 413, 414, 431, 503, 504: JSON shaped like the app's errors; the
+request target is read by server/targets.py), is written back in turn.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .hosting import (
     choose_request_id,
 )
 from .protocols.common import account, error_document
+from .targets import ALLOWED_METHODS, ASTERISK, BadTarget, logged_path, parse_target
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -43,7 +44,8 @@ DRAIN_SECONDS = 10.0  # ... and for at most this long
 DRAIN_IDLE_S = 2.0  # ... stopping sooner once the client has sent nothing for this long
 DEADLINE_TICK_S = 0.05  # how often the event loop looks at predict deadlines (their resolution)
 
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 408: "Request Timeout",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
+           408: "Request Timeout",
            413: "Payload Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
            500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -55,7 +57,9 @@ class Limits:
         self.request_line = cfg.limit_request_line or 8190
         self.header_count = cfg.limit_request_fields or 100
         self.header_bytes = cfg.limit_request_field_size or 8190
-        self.head_bytes = self.request_line + self.header_count * self.header_bytes  # the whole head
+        # The whole head as sent, finished or not (nginx's 1K + 4 x 8K): an unfinished one may grow
+        # no larger than the header limits let a finished one be.
+        self.head_bytes = self.request_line + 4 * self.header_bytes
         self.header_timeout = config.header_timeout_s
         self.body_timeout = config.body_timeout_s
         self.keepalive = cfg.keepalive
@@ -102,9 +106,10 @@ class Watch:
 class Request:
     def __init__(self):
         self.url = b""
+        self.path: bytes | None = None  # the target's path and query (server/targets.py), once the head is read
+        self.query = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
-        self.head_bytes = 0  # raw bytes received before the head was complete
         self.headers_done = False
         self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         self.body_size = 0
@@ -141,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.deferred: tuple | None = None  # refuse()'s arguments for a pipelined request, answered in turn
         self.peer: str | None = None
         self.answered = 0  # requests answered on this connection
+        self.head_left: int | None = self.limits.head_bytes  # raw bytes the head being read may still take
 
     # -- transport events ------------------------------------------------------------------
 
@@ -160,6 +166,14 @@ class Connection(asyncio.Protocol):
             if request is not None:
                 request.body.close()  # a spooled body on disk goes now, not when the GC gets to it
         self.writable.set()
+        # Let go of everything at once: the parser holds this connection (its callbacks) as it holds
+        # the parser, and the timer's callback is one of its methods, so these cycles would keep
+        # the parser's buffers until a full GC. A request with the app keeps the transport (and so
+        # this connection) only until its answer is dropped.
+        self.parser = self.request = self.timer_callback = self.deferred = None
+        self.queue.clear()
+        if not self.busy:
+            self.transport = None
 
     def pause_writing(self) -> None:
         self.writable.clear()  # the client reads slower than we answer: wait before the next answer
@@ -190,19 +204,24 @@ class Connection(asyncio.Protocol):
             else:
                 self.arm(min(DRAIN_IDLE_S, self.drain_until - time.monotonic()), self.close)
             return
-        if self.request is not None and not self.request.headers_done:
-            # httptools hands a header over only once it ends: count bytes as they come, or one
+        while data and self.parser is not None and not self.refused:
+            # httptools hands a header over only once it ends: a head's raw bytes are counted as
+            # they come (head_left), and no more of them than its limit reach the parser, or one
             # endless header would grow without bound before any per-header check runs.
-            self.request.head_bytes += len(data)
-            if self.request.head_bytes > self.limits.head_bytes:
+            if self.head_left is None:  # a body: its own limits apply
+                piece, data = data, b""
+            elif self.head_left <= 0:
                 self.refuse(431, f"the request head is larger than {self.limits.head_bytes} bytes")
                 return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # the request is queued; answer it over HTTP/1.1 and ignore the upgrade (as gunicorn does)
-        except httptools.HttpParserError as exc:
-            self.refuse(400, f"malformed HTTP request: {exc}")
+            else:
+                piece, data = data[:self.head_left], data[self.head_left:]
+                self.head_left -= len(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                return  # the request is queued; answer it over HTTP/1.1 and ignore the upgrade (as gunicorn does)
+            except httptools.HttpParserError as exc:
+                self.refuse(400, f"malformed HTTP request: {exc}")
 
     def eof_received(self) -> bool:
         return self.busy or bool(self.queue)  # keep the socket to answer what was already sent
@@ -236,14 +255,22 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         request = self.request
         request.headers_done = True
+        self.head_left = None
         request.keep_alive = self.parser.should_keep_alive()
         request.method = self.parser.get_method()
         request.version = self.parser.get_http_version()
         request.id = choose_request_id(_text(request.header(REQUEST_ID_HEADER.lower().encode())))
-        path = httptools.parse_url(request.url or b"/").path or b"/"
+        try:
+            request.path, request.query = parse_target(request.method, request.url)
+        except BadTarget as exc:
+            self.refuse(exc.status, exc.message, headers=exc.headers)
+            raise httptools.HttpParserError("refused") from None
+        if request.path == ASTERISK:  # OPTIONS *: answered by the worker in its turn (call_app)
+            self.arm(self.limits.body_timeout, self.body_timeout)
+            return
         try:
             request.admission = self.limits.admit(
-                unquote_to_bytes(path).decode("latin-1"), method=request.method.decode("latin-1"),
+                unquote_to_bytes(request.path).decode("latin-1"), method=request.method.decode("latin-1"),
                 authorization=_text(request.header(b"authorization")), request_id=request.id, client=self.peer)
         except MISError as exc:  # the app refuses this caller's body before any of it is read (and logs it)
             self.refuse(exc.status, exc.message, exc.to_dict(), exc.headers, logged=True)
@@ -270,6 +297,7 @@ class Connection(asyncio.Protocol):
         self.disarm()
         self.queue.append(self.request)
         self.request = None
+        self.head_left = self.limits.head_bytes  # the next head's count starts
         self.transport.pause_reading()  # one request at a time; the socket buffers the rest
         if not self.busy:
             self.loop.create_task(self.serve_queue())
@@ -308,6 +336,9 @@ class Connection(asyncio.Protocol):
                 self.arm(self.limits.keepalive, self.idle_timeout)
 
     async def call_app(self, request: Request) -> tuple[str, list, bytes]:
+        if request.path == ASTERISK:
+            methods = ", ".join(ALLOWED_METHODS)
+            return self.own_answer(request, 200, "", {"allow": list(ALLOWED_METHODS)}, {"Allow": methods})
         watch = Watch(self.worker.deadlines, self.loop)
         environ = self.environ(request)
         future = self.worker.pool.submit(run_wsgi, self.worker.wsgi, environ, watch)
@@ -348,22 +379,21 @@ class Connection(asyncio.Protocol):
         (unless the app already wrote them)."""
         request.id = request.id or choose_request_id(None)
         if not logged:
-            url = httptools.parse_url(request.url) if request.url else None
+            path = _text(request.path) if request.path is not None else logged_path(request.url)
             account(request_id=request.id, method=request.method.decode("latin-1") if request.headers_done else None,
-                    path=_text(url.path) if url else None, status=status, started=request.started, client=self.peer,
+                    path=path, status=status, started=request.started, client=self.peer,
                     caller=request.admission.caller, audit=request.admission.audit, route=request.admission.route)
         return _error(status, message, payload, {**(headers or {}), REQUEST_ID_HEADER: request.id})
 
     def environ(self, request: Request) -> dict:
-        url = httptools.parse_url(request.url or b"/")
         host, port = self.transport.get_extra_info("sockname")[:2]
         peer = self.transport.get_extra_info("peername") or ("", 0)
         request.body.seek(0)
         environ = {
             "REQUEST_METHOD": request.method.decode("latin-1"),
             "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
-            "QUERY_STRING": (url.query or b"").decode("latin-1"),
+            "PATH_INFO": unquote_to_bytes(request.path).decode("latin-1"),
+            "QUERY_STRING": request.query.decode("latin-1"),
             "SERVER_NAME": str(host),
             "SERVER_PORT": str(port),
             "SERVER_PROTOCOL": f"HTTP/{request.version}",
@@ -402,7 +432,7 @@ class Connection(asyncio.Protocol):
     def refuse(self, status: int, message: str, payload: dict | None = None, headers: dict | None = None,
                logged: bool = False) -> None:
         """Answer an error found before the app ran, then close once the client stops sending."""
-        if self.refused or self.transport.is_closing():
+        if self.refused or self.transport is None or self.transport.is_closing():
             return
         if self.busy or self.queue:  # earlier pipelined requests are answered first
             self.deferred = self.deferred or (status, message, payload, headers, logged)

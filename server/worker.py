@@ -11,7 +11,7 @@ large) reaches the app, on one of a few threads. So:
   `MIS_PREDICT_TIMEOUT_S` (the request's thread runs predict itself; the loop keeps the deadline,
   see `Deadlines`), is answered 504 and its thread abandoned; a worker with too many abandoned
   threads stops accepting, finishes what it holds and exits, and gunicorn starts a fresh one;
-- every answer the worker writes itself (400, 408, 413, 414, 431, 503, 504) is JSON shaped like
+- every answer the worker writes itself (400, 405, 408, 413, 414, 431, 503, 504) is JSON shaped like
   the app's errors, and a too-large body is drained (bounded) before the 413 so the client,
   still sending, can read it;
 - chunked bodies and `Expect: 100-continue` work, with the same limits as Content-Length ones;

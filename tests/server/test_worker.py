@@ -686,3 +686,96 @@ def test_a_worker_holding_too_many_abandoned_requests_is_replaced(server, tmp_pa
             return False
 
     wait_until(iris_scores, timeout=30)
+
+
+# -- bounded memory per connection ---------------------------------------------------------------
+
+def worker_rss_mib(pid: int) -> float:
+    line = next(t for t in Path(f"/proc/{pid}/status").read_text().splitlines() if t.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def die_mid_head(app: GunicornProcess, rounds: int, batch: int, head_bytes: int, max_s: float = 60) -> None:
+    """`rounds` times, `batch` connections at once, each sending the start of a head with one header
+    of `head_bytes` that never ends; once the worker has read them, all of them close: clients that
+    die mid-head."""
+    start = b"GET /api/v1/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * head_bytes
+    deadline = time.monotonic() + max_s
+    for _ in range(rounds):
+        assert time.monotonic() < deadline, f"{rounds} rounds of {batch} connections took over {max_s} s"
+        socks = []
+        try:
+            for _ in range(batch):
+                socks.append(socket.create_connection(address(app), timeout=10))
+                socks[-1].sendall(start)
+            time.sleep(1)  # the worker reads what the kernel still holds for it
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_connections_that_die_mid_head_give_their_memory_back(server):
+    """Each connection's memory is bounded (an unfinished head as a finished one) and freed as soon
+    as it dies, not at the next full GC (the parser holds the connection through its callbacks, and
+    the connection the parser): thousands of clients dying with a large unfinished head leave the
+    worker's RSS near where it was, and the worker serving."""
+    app = server(MIS_WORKERS="1", MIS_HEADER_TIMEOUT_S="60")
+    pid = requests.get(f"{app.url}/api/v1/serverinfo/", timeout=10).json()["worker_pid"]
+    die_mid_head(app, rounds=1, batch=100, head_bytes=200_000)  # the allocator's arenas, once
+    time.sleep(1)
+    baseline = worker_rss_mib(pid)
+    die_mid_head(app, rounds=8, batch=250, head_bytes=200_000)  # 50 MB of heads at once, 400 MB in all
+    # Measured on 2 loaded cores, this test: +7 to +10 MiB now (what 250 live connections' capped
+    # heads leave in the allocator); +35 MiB with the cap but dead connections freed by the GC only;
+    # +178 MiB with neither.
+    try:
+        wait_until(lambda: worker_rss_mib(pid) < baseline + 25, timeout=10, interval=0.2)
+    except AssertionError:
+        pytest.fail(f"the worker's RSS went from {baseline:.0f} to {worker_rss_mib(pid):.0f} MiB and stayed there")
+    assert requests.get(f"{app.url}/api/v1/health/live", timeout=5).status_code == 200
+    assert score(app, IRIS).json()["prediction"] == [0]
+    assert "Traceback" not in app.log_path.read_text()
+
+
+def test_an_unfinished_head_is_refused_once_past_the_head_limit(server):
+    """An unfinished head may grow no larger than a finished one may be (request line + four header
+    limits, as nginx's 1K + 4 x 8K): past that, 431 at once, not at the header timeout."""
+    app = server(MIS_WORKERS="1", MIS_HEADER_TIMEOUT_S="60")
+    with socket.create_connection(address(app), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+        started = time.monotonic()
+        status, body = status_and_json(read_until_closed(sock, timeout=10))
+    assert (status, body["code"]) == (431, "request_header_fields_too_large"), body
+    assert "request head is larger than 36854 bytes" in body["error"] and time.monotonic() - started < 5
+
+
+# -- request targets: every request line gets one answer ------------------------------------------
+
+@pytest.mark.parametrize("request_line, status, code", [
+    (b"GET http://127.0.0.1:{port}/api/v1/health/live HTTP/1.1", 200, None),  # absolute-form, routed by its path
+    (b"GET http://h:/x HTTP/1.1", 400, "bad_request"),  # absolute-form that does not parse
+    (b"GET http://[::1/x HTTP/1.1", 400, "bad_request"),
+    (b"GET ftp://h/api/v1/health/live HTTP/1.1", 400, "bad_request"),
+    (b"GET * HTTP/1.1", 400, "bad_request"),
+    (b"CONNECT 127.0.0.1:443 HTTP/1.1", 405, "method_not_allowed"),
+    (b"OPTIONS * HTTP/1.1", 200, None),
+    (b"GET /\xff HTTP/1.1", 400, "bad_request"),  # the parser's own refusal
+    (b"GET http://h:/x HTTP/1.1\r\nX-Big: " + b"a" * 10_000, 431, "request_header_fields_too_large"),
+])
+def test_every_request_line_gets_one_json_answer(server, request_line, status, code):
+    app = server(MIS_WORKERS="1")
+    line = request_line.replace(b"{port}", str(address(app)[1]).encode())
+    raw = raw_exchange(app.url, line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw, f"no answer to {line!r}"
+    answer_status, body = status_and_json(raw)
+    assert answer_status == status, raw[:500]
+    if code is not None:
+        assert body["code"] == code and body["error"], body
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").lower()  # the app's header names are lower case
+    assert "content-type: application/json" in head
+    request_id = next(t.split(": ", 1)[1] for t in head.split("\r\n") if t.startswith("x-request-id"))
+    logged = wait_until(lambda: [a for a in access_lines(app) if a["request_id"] == request_id], timeout=10)
+    time.sleep(0.2)  # a second access line, if any, would be written by now
+    assert [a["status"] for a in access_lines(app) if a["request_id"] == request_id] == [status], logged
+    assert requests.get(f"{app.url}/api/v1/health/live", timeout=5).status_code == 200
+    assert "Traceback" not in app.log_path.read_text()
