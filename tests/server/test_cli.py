@@ -95,8 +95,11 @@ def test_package_upload_score_promote_remove(gated, keys, tree, tmp_path, writer
 
     promoted = mis("promote", model_id, "--env", "qa", **admin)
     assert promoted.returncode == 0 and "promoted" in promoted.stdout
-    scored = answer(mis("models", "score", "--name", "iris-tree", "--version", "7", "-d", "-", "--json",
-                        url=gated.url, key=keys["scoring"], stdin=json.dumps(ROWS)))
+    # The worker that refused it may trust what it read for MIS_METADATA_TTL_S (0.2 s here), as README says.
+    score_by_name = ("models", "score", "--name", "iris-tree", "--version", "7", "-d", "-", "--json")
+    wait_until(lambda: mis(*score_by_name, url=gated.url, key=keys["scoring"], stdin=json.dumps(ROWS)).returncode == 0,
+               timeout=10, interval=0.1)
+    scored = answer(mis(*score_by_name, url=gated.url, key=keys["scoring"], stdin=json.dumps(ROWS)))
     assert scored["model_id"] == model_id and scored["prediction"] == model.predict(np.array(ROWS)).tolist()
     plain = mis("models", "score", model_id, "-d", json.dumps(ROWS[0]), url=gated.url, key=keys["scoring"])
     assert plain.returncode == 0 and json.loads(plain.stdout) == model.predict(np.array(ROWS[:1])).tolist()

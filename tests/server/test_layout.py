@@ -54,7 +54,7 @@ def test_falcon_stays_in_the_composition_root_the_docs_and_the_protocols():
 
 
 def test_the_http_engine_knows_the_app_only_through_hosting():
-    for name in ("worker", "connection", "hosting"):
+    for name in ("worker", "connection", "targets", "hosting"):
         imported = imported_modules(SERVER / f"{name}.py")
         assert not {m for m in imported if m.startswith(("server.core", "server.app", "server.middleware"))}, name
         assert not {m for m in imported if m.startswith("server.protocols")} - {
