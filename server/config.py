@@ -313,8 +313,6 @@ class Config:
 
 # name -> declaration, in README's order.
 SETTINGS: dict[str, Setting] = {s.name: s for s in (f.metadata["setting"] for f in fields(Config))}
-# name -> (default, meaning).
-VARIABLES: dict[str, tuple[str, str]] = {name: (s.default, s.doc) for name, s in SETTINGS.items()}
 
 
 def _check_oci(values: dict[str, Any]) -> None:

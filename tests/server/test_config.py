@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import VARIABLES, Config, ConfigError
+from server.config import SETTINGS, Config, ConfigError
 
 
 def test_defaults_serve_the_embedded_catalog_on_loopback():
@@ -67,7 +67,7 @@ def test_which_envs_uploads_may_claim(env, upload_envs, expected):
 
 def test_every_variable_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for name in VARIABLES:
+    for name in SETTINGS:
         assert f"`{name}`" in readme, name
 
 
@@ -103,4 +103,4 @@ def test_the_table_of_minimums_covers_every_numeric_variable():
             return False
         return True
 
-    assert {name for name, (default, _) in VARIABLES.items() if numeric(default)} == {row[0] for row in MINIMUMS}
+    assert {name for name, setting in SETTINGS.items() if numeric(setting.default)} == {row[0] for row in MINIMUMS}

@@ -11,7 +11,7 @@ import pytest
 
 from server.protocols import v1
 from server.auth import ADMIN, SCORE
-from server.config import VARIABLES
+from server.config import SETTINGS
 from server.openapi import OPERATION_SCOPES, openapi_document
 
 from .keys import keys_document, mount_keys, new_key
@@ -266,7 +266,7 @@ def test_a_callers_denial_from_the_head_alone_is_audited(secured, caplog):
         app.admit("/api/v1/score", authorization=None)  # every scoped route, not only uploads
     assert app.admit("/api/v1/healthcheck/", authorization=None).caller is None
     admitted = app.admit("/api/v1/uploadmodel", authorization=f"Bearer {ADMIN_KEY}")
-    assert (admitted.body_limit, admitted.caller.name, admitted.audit) == (int(VARIABLES["MIS_MAX_UPLOAD_BYTES"][0]),
+    assert (admitted.body_limit, admitted.caller.name, admitted.audit) == (int(SETTINGS["MIS_MAX_UPLOAD_BYTES"].default),
                                                                             "ops", "upload")
     assert app.admit("/api/v1/score", authorization=f"Bearer {SCORING_KEY}").body_limit == app.max_body_bytes
 
